@@ -1,0 +1,66 @@
+"""The ``sfc`` command: a small dispatcher over subcommands found by entry point.
+
+Each package contributes subcommands through the ``sfc.commands`` entry-point
+group (see ``pyproject.toml``): an entry point is a function that receives the
+``argparse`` subparsers object and adds one command whose ``func`` default
+takes the parsed arguments and returns an exit code. The core therefore never
+imports a stage, and a new stage plugs in without editing this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from slideflow_core import __version__
+from slideflow_core.errors import SlideflowError
+
+ENTRY_POINT_GROUP = "sfc.commands"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``sfc`` parser with every installed subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="sfc",
+        description="slideflow-core: whole-slide pathology from slides to tiles, features, "
+        "MIL models and overlays.",
+    )
+    parser.add_argument("--version", action="version", version=f"slideflow-core {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        register = ep.load()
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sfc``; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SlideflowError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        for line in exc.details():
+            print(f"  - {line}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Exceptions raised by slideflow-core.
+
+Every error names the file or row it is about and, where there is one, the fix.
+They all derive from :class:`SlideflowError` so a cohort runner can catch one
+type, record the message against the slide, and go on with the rest.
+"""
+
+from __future__ import annotations
+
+
+class SlideflowError(Exception):
+    """Base class of every error slideflow-core raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def details(self) -> list[str]:
+        """Extra lines (one per problem) shown under the message; none by default."""
+        return []
+
+    def __str__(self) -> str:
+        lines = [self.message, *(f"  - {d}" for d in self.details())]
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class SlideReadError(SlideflowError):
+    """A slide could not be opened or decoded by any usable backend."""
+
+
+class MissingResolutionError(SlideflowError):
+    """A slide has no trustworthy microns-per-pixel calibration."""
+
+
+class ResolutionError(SlideflowError):
+    """A requested physical resolution cannot be served within tolerance."""
+
+
+class RegistryError(SlideflowError, KeyError):
+    """A name was looked up in a registry that does not hold it."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return SlideflowError.__str__(self)
+
+
+class ManifestError(SlideflowError):
+    """A cohort manifest is malformed; ``problems`` lists every bad row at once."""
+
+    def __init__(self, message: str, problems: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
+
+    def details(self) -> list[str]:
+        return list(self.problems)

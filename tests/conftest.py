@@ -1,0 +1,36 @@
+"""Shared fixtures: where the real test data lives, and the slides in it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the repository (override with ``SFC_SHARED_DATA``)."""
+    return Path(os.environ.get("SFC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real test data; tests that need it skip when it is absent."""
+    root = shared_data_dir()
+    if not root.is_dir():
+        pytest.skip(f"real test data not found at {root} (set SFC_SHARED_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def slides_dir(shared_data: Path) -> Path:
+    """Folder of real slide files (SVS, NDPI, DICOM, TIFF, two broken files)."""
+    return shared_data / "slides"
+
+
+@pytest.fixture(scope="session")
+def cmu_svs(slides_dir: Path) -> Path:
+    """The real H&E Aperio slide (2220 x 2967 px at 0.499 µm/px)."""
+    return slides_dir / "CMU-1-Small-Region.svs"
