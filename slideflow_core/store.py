@@ -1,0 +1,119 @@
+"""Per-slide Zarr stores: one store carries a slide's whole journey.
+
+A store at ``<project>/stores/<slide_id>.zarr`` holds parts written by the
+stages (``tiles``/``coords``/``qc`` from tiling, ``features/<model>``,
+``attention/<run>``, ``cells``). Each part is written under a temporary name
+and committed by an atomic rename, then described in the root attributes
+under ``parts``; a crashed run therefore never leaves a part that looks
+complete, and a resumed run reuses a part only when its recorded identity
+(the config that shaped it) matches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from slideflow_core.errors import SlideflowError
+
+SCHEMA_VERSION = 1
+STORE_KIND = "slideflow-core slide store"
+PARTIAL_SUFFIX = ".partial"
+
+
+class StoreError(SlideflowError):
+    """A store is missing, incomplete, from another schema, or incompatible."""
+
+
+def partial_path(final: str | os.PathLike[str]) -> Path:
+    """Where a store is built before it is committed to ``final``."""
+    final = Path(final)
+    return final.with_name(final.name + PARTIAL_SUFFIX)
+
+
+def start_store(final: str | os.PathLike[str], attrs: dict[str, Any]) -> Path:
+    """Create an empty store at the partial path of ``final`` (clearing a stale one).
+
+    Returns the partial path; write parts there, then :func:`commit_store`.
+    """
+    partial = partial_path(final)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(str(partial), mode="w")
+    group.attrs.update({"kind": STORE_KIND, "schema_version": SCHEMA_VERSION, "parts": {}, **attrs})
+    return partial
+
+
+def mark_part(store: str | os.PathLike[str], part: str, info: dict[str, Any]) -> None:
+    """Record ``part`` as complete in the store's root attributes."""
+    group = zarr.open_group(str(store), mode="r+")
+    parts = dict(group.attrs.get("parts", {}))
+    parts[part] = {**info, "complete": True}
+    group.attrs["parts"] = parts
+
+
+def commit_store(partial: str | os.PathLike[str], final: str | os.PathLike[str]) -> Path:
+    """Atomically move a finished store into place, replacing an older one.
+
+    The old store (if any) is first renamed aside, so at every instant the
+    final path holds either the old complete store or the new one.
+    """
+    partial, final = Path(partial), Path(final)
+    trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.replace(final, trash)
+    os.replace(partial, final)
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+    return final
+
+
+def read_store_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Root attributes of a committed store.
+
+    Raises
+    ------
+    StoreError
+        If there is no store, or it is not a slideflow-core store of a known schema.
+    """
+    path = Path(path)
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        hint = (
+            "the run was interrupted; rerun to finish it" if partial_path(path).exists() else None
+        )
+        raise StoreError(f"no slide store at {path}", hint=hint)
+    attrs = json.loads(meta.read_text()).get("attributes", {})
+    if attrs.get("kind") != STORE_KIND:
+        raise StoreError(f"{path} is a Zarr store but not a slideflow-core slide store")
+    if attrs.get("schema_version") != SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {attrs.get('schema_version')}, "
+            f"this code reads version {SCHEMA_VERSION}",
+            hint="re-run the stage that wrote it with this version",
+        )
+    return attrs
+
+
+def part_state(path: str | os.PathLike[str], part: str, identity: dict[str, Any]) -> str:
+    """``"complete"`` (reusable), ``"incompatible"`` (other config) or ``"missing"``."""
+    try:
+        attrs = read_store_attrs(path)
+    except StoreError:
+        return "missing"
+    info = attrs.get("parts", {}).get(part)
+    if not info or not info.get("complete"):
+        return "missing"
+    return "complete" if info.get("identity") == _jsonable(identity) else "incompatible"
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, and so on)."""
+    return json.loads(json.dumps(value))
