@@ -58,6 +58,19 @@ def raw_reader(path: Path, backend: str):
     return lambda loc, size: handle.read_region(loc, 0, size, as_array=True)
 
 
+def _modes(slide, raw, size: tuple[int, int], threads: int) -> dict:
+    """Read functions to time, with the thread count each runs on."""
+
+    def ours(spot: tuple[int, int]):
+        return slide.read_region(spot, 0, size)
+
+    return {
+        "raw library, 1 thread": (lambda spot: raw(spot, size), 1),
+        "Slide.read_region, 1 thread": (ours, 1),
+        f"Slide.read_region, {threads} threads": (ours, threads),
+    }
+
+
 def bench_slide(path: Path, label: str, args: argparse.Namespace) -> list[dict]:
     rows = []
     for backend in readers.names():
@@ -76,15 +89,7 @@ def bench_slide(path: Path, label: str, args: argparse.Namespace) -> list[dict]:
                 strict=True,
             )
         ]
-        raw = raw_reader(path, backend)
-        modes = {
-            "raw library, 1 thread": (lambda s, raw=raw: raw(s, size), 1),
-            "Slide.read_region, 1 thread": (lambda s: slide.read_region(s, 0, size), 1),
-            f"Slide.read_region, {args.threads} threads": (
-                lambda s: slide.read_region(s, 0, size),
-                args.threads,
-            ),
-        }
+        modes = _modes(slide, raw_reader(path, backend), size, args.threads)
         for mode, (fn, threads) in modes.items():
             fn(spots[0])  # warm the handle and caches of the first tile only
             start = time.perf_counter()
@@ -132,13 +137,19 @@ def main() -> None:
             spec = SyntheticSlideSpec(width_px=args.synthetic_px, height_px=args.synthetic_px)
             start = time.perf_counter()
             write_synthetic_slide(path, spec)
-            print(f"wrote {path.name} {args.synthetic_px}^2 px in {time.perf_counter() - start:.1f}s")
+            print(
+                f"wrote {path.name} {args.synthetic_px}^2 px in {time.perf_counter() - start:.1f}s"
+            )
             rows += bench_slide(path, f"synthetic {args.synthetic_px}px", args)
     print_table(rows, ["slide", "size", "backend", "mode", "reads/s", "Mpx/s"])
     print(f"peak RSS {peak_rss_mb():.0f} MiB")
     out = write_json(
         "read_region",
-        {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "peak_rss_mb": peak_rss_mb()},
+        {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "rows": rows,
+            "peak_rss_mb": peak_rss_mb(),
+        },
         args.out,
     )
     print(f"wrote {out}")

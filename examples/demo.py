@@ -1,11 +1,12 @@
 """The end-to-end demo behind ``make demo``, on the embedded default (this machine).
 
-Today it runs the foundation stage: it builds a cohort from synthetic H&E-like
-slides (written here, with ground truth) plus the real sample slides shipped
-beside the repository (``../shared/data/slides``, or ``--samples``), validates
-the manifest deeply (every slide opened, calibration checked), prints each
-readable slide's description and writes thumbnails. Problems are reported with
-their fix and do not stop the rest. Later stages extend this script.
+It builds a cohort from synthetic H&E-like slides (written here, with ground
+truth) plus the real sample slides shipped beside the repository
+(``../shared/data/slides``, or ``--samples``), validates the manifest deeply
+(every slide opened, calibration checked), prints each readable slide's
+description, writes thumbnails, then tiles every valid slide at 0.5 µm/px into
+per-slide Zarr stores on a local Ray instance. Problems are reported with their
+fix and do not stop the rest. Later stages extend this script.
 
     python examples/demo.py [--out demo-output] [--samples DIR]
 """
@@ -23,6 +24,7 @@ from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.commands import format_info, write_png
 from slideflow_core.errors import SlideflowError
 from slideflow_core.synthetic import SyntheticSlideSpec, write_synthetic_slide
+from tiling import TilingConfig, open_cohort, tile_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "data" / "slides"
@@ -52,7 +54,9 @@ def build_manifest(layout: ProjectLayout, samples: Path | None) -> Path:
             truth = write_synthetic_slide(path.with_suffix(".partial.svs"), spec)
             truth.save(path.with_suffix(".truth.json"))
             path.with_suffix(".partial.svs").rename(path)  # complete files only
-        rows.append({"slide_id": slide_id, "path": str(path), "patient_id": patient, "label": label})
+        rows.append(
+            {"slide_id": slide_id, "path": str(path), "patient_id": patient, "label": label}
+        )
     if samples is not None and samples.is_dir():
         for path in sorted(samples.iterdir()):
             if path.suffix.lower() in SLIDE_SUFFIXES:
@@ -90,15 +94,26 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with cohort.open_slide(record.slide_id) as slide:
                 print(format_info(slide.describe()))
-                thumbnails.append(write_png(slide.thumbnail(512), layout.thumbnail(record.slide_id)))
+                thumbnails.append(
+                    write_png(slide.thumbnail(512), layout.thumbnail(record.slide_id))
+                )
         except SlideflowError as exc:  # one bad slide never stops the demo
             print(f"{record.slide_id}: {exc}")
         print()
 
-    print("== outputs")
+    print("== tiling (local Ray, 256 px at 0.5 µm/px)")
+    valid = cohort.subset([sid for sid in cohort.slide_ids if sid not in bad])
+    tiling = tile_cohort(valid, layout.root, TilingConfig(mpp=0.5, tile_px=256), progress=True)
+    print(tiling)
+    tiles = open_cohort(layout.root)
+    print(f"dask view: {tiles.tiles.shape} tiles, {int(tiles.table['keep'].sum())} pass QC")
+
+    print("\n== outputs")
     print(f"manifest     {manifest}")
     print(f"slides       {layout.root / 'slides'} (synthetic, with *.truth.json ground truth)")
     print(f"thumbnails   {layout.root / 'thumbnails'} ({len(thumbnails)} PNG files)")
+    print(f"tile stores  {layout.stores_dir} (one Zarr store per slide)")
+    print(f"summary      {layout.root / 'tiling_summary.csv'}; status in {layout.status_dir}")
     print(f"{len(cohort)} slides, {len(bad)} with problems, in {time.perf_counter() - start:.1f}s")
     return 0
 
