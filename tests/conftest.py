@@ -34,3 +34,24 @@ def slides_dir(shared_data: Path) -> Path:
 def cmu_svs(slides_dir: Path) -> Path:
     """The real H&E Aperio slide (2220 x 2967 px at 0.499 µm/px)."""
     return slides_dir / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="session")
+def synthetic_slide(tmp_path_factory):
+    """A small synthetic H&E-like slide (6144 x 4608 px at 0.25 µm/px) and its ground truth."""
+    from slideflow_core.synthetic import SyntheticSlideSpec, write_synthetic_slide
+
+    path = tmp_path_factory.mktemp("synthetic") / "synthetic.svs"
+    spec = SyntheticSlideSpec(width_px=6144, height_px=4608, mpp=0.25, seed=7)
+    truth = write_synthetic_slide(path, spec)
+    return path, truth
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local two-CPU Ray instance shared by the tests that need one."""
+    from slideflow_core.ray_runtime import ensure_ray
+
+    ray = ensure_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,140 @@
+"""``sfc tile`` and ``sfc tiles``: the tiling stage's commands (entry points)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register_tile(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sfc tile MANIFEST --out DIR``."""
+    parser = subparsers.add_parser(
+        "tile",
+        help="detect tissue and tile a cohort into per-slide Zarr stores (on Ray)",
+        description="Tile every slide of a manifest at a physical resolution into "
+        "<out>/stores/<slide_id>.zarr. Resumable: complete stores with the same "
+        "configuration are skipped; failed slides are reported and the rest go on.",
+    )
+    parser.add_argument("manifest", help="cohort manifest (CSV, TSV or Parquet)")
+    parser.add_argument("--out", required=True, help="project directory")
+    resolution = parser.add_mutually_exclusive_group()
+    resolution.add_argument("--mpp", type=float, help="µm per pixel of the tiles (default 0.5)")
+    resolution.add_argument("--magnification", help="e.g. 20x (= 0.5 µm/px)")
+    resolution.add_argument("--tile-um", type=float, help="physical tile side in µm")
+    parser.add_argument("--tile-px", type=int, default=256, help="tile side in pixels")
+    parser.add_argument("--overlap", type=int, default=0, help="overlap in pixels")
+    parser.add_argument("--edge", choices=["drop", "pad"], default="drop")
+    parser.add_argument("--tissue", default="clam", help="tissue detector (clam, otsu)")
+    parser.add_argument(
+        "--min-tissue", type=float, default=0.05, help="minimum tissue fraction in the mask"
+    )
+    parser.add_argument("--roi", help="QuPath GeoJSON whose polygons restrict tiling")
+    parser.add_argument("--stain", choices=["macenko", "reinhard"], help="stain normalisation")
+    parser.add_argument("--stain-reference", help="image the stain normaliser is fitted on")
+    parser.add_argument(
+        "--coords-only", action="store_true", help="store coordinates and QC, not pixels"
+    )
+    parser.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    parser.add_argument("--num-cpus", type=int, help="cores for local Ray")
+    parser.add_argument("--overwrite", action="store_true", help="re-tile incompatible stores")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=_run_tile)
+
+
+def _run_tile(args: argparse.Namespace) -> int:
+    from tiling.config import TilingConfig
+    from tiling.runner import tile_cohort
+
+    config = TilingConfig(
+        mpp=args.mpp,
+        magnification=args.magnification,
+        tile_um=args.tile_um,
+        tile_px=args.tile_px,
+        overlap_px=args.overlap,
+        edge=args.edge,
+        tissue_method=args.tissue,
+        min_tissue_fraction=args.min_tissue,
+        roi=args.roi,
+        stain=args.stain,
+        stain_reference=args.stain_reference,
+        store_pixels=not args.coords_only,
+    )
+    report = tile_cohort(
+        args.manifest,
+        args.out,
+        config,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(report)
+    print(f"stores: {Path(args.out).resolve() / 'stores'}")
+    return 0 if report.ok else 1
+
+
+def register_tiles(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sfc tiles info|export-h5|import-h5``."""
+    parser = subparsers.add_parser("tiles", help="inspect tile stores; CLAM/TRIDENT .h5 interop")
+    actions = parser.add_subparsers(dest="tiles_command", metavar="ACTION", required=True)
+
+    info = actions.add_parser("info", help="summarise a slide store's tiling part")
+    info.add_argument("store")
+    info.set_defaults(func=_run_info)
+
+    export = actions.add_parser("export-h5", help="write CLAM/TRIDENT coordinate .h5 files")
+    export.add_argument("source", help="a store, or a project directory (all its stores)")
+    export.add_argument("--out", required=True, help="folder for <slide_id>_patches.h5 files")
+    export.add_argument("--keep-only", action="store_true", help="only tiles passing QC")
+    export.set_defaults(func=_run_export)
+
+    imp = actions.add_parser("import-h5", help="make a coordinates-only store from an .h5")
+    imp.add_argument("h5")
+    imp.add_argument("slide")
+    imp.add_argument("--store", required=True, help="store to create (.zarr)")
+    imp.add_argument("--mpp", type=float, help="level-0 µm/px override")
+    imp.set_defaults(func=_run_import)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from tiling.view import open_store
+
+    store = open_store(args.store)
+    info = store.info
+    qc = store.qc()
+    summary = {
+        "slide_id": store.slide_id,
+        "tiles": len(store),
+        "kept": int(qc["keep"].sum()),
+        "pixels_stored": store.has_pixels,
+        "mpp_requested": info["mpp_requested"],
+        "mpp_actual": info["mpp_actual"],
+        "level": info["level"],
+        "tile_px": info["tile_px"],
+        "read_method": info.get("read_method"),
+        "qc_medians": {c: float(qc[c].median()) for c in qc.columns if c not in ("x", "y")},
+    }
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from tiling.h5 import export_h5
+
+    source = Path(args.source)
+    stores = (
+        sorted((source / "stores").glob("*.zarr")) if (source / "stores").is_dir() else [source]
+    )
+    for store in stores:
+        name = store.name.removesuffix(".zarr")
+        path = export_h5(store, Path(args.out) / f"{name}_patches.h5", keep_only=args.keep_only)
+        print(path)
+    return 0
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from tiling.h5 import import_h5
+
+    print(import_h5(args.h5, args.slide, args.store, mpp=args.mpp))
+    return 0

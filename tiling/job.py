@@ -1,0 +1,353 @@
+"""Tiling one slide: plan (tissue + grid + empty store), bands of tiles, commit.
+
+These are plain functions on small frozen records, so the same code runs in
+one process (:func:`tile_slide`) or as Ray tasks (:mod:`tiling.runner`), where
+a large slide's bands run on different workers.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry import mapping
+
+from slideflow_core.errors import SlideflowError
+from slideflow_core.geojson import read_roi
+from slideflow_core.provenance import file_fingerprint, package_versions, run_context
+from slideflow_core.slides import Slide, open_slide
+from slideflow_core.store import StoreError, part_state, partial_path, use_fast_codecs
+from tiling.config import TilingConfig
+from tiling.grid import plan_grid
+from tiling.qc import QC_COLUMNS, qc_keep, tile_qc
+from tiling.reader import TileReader
+from tiling.stain import create_normalizer, fit_to_slide
+from tiling.store import PART, BandWriter, create_tile_store, finish_tile_store
+from tiling.tissue import detect_tissue
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}  # anything else is read as a slide
+#: Simplification tolerance for stored tissue outlines, in detection-mask pixels.
+_OUTLINE_TOLERANCE_MASK_PX = 1.0
+
+
+@dataclass(frozen=True)
+class SlideTask:
+    """What to tile: one slide, where its store goes, and how.
+
+    Attributes
+    ----------
+    slide_id, path
+        Identity and location of the slide.
+    store
+        Final path of the slide's store (``<project>/stores/<slide_id>.zarr``).
+    config
+        The tiling configuration.
+    mpp
+        Level-0 µm/px override for uncalibrated slides.
+    backend
+        Slide reader (``"auto"`` by default).
+    """
+
+    slide_id: str
+    path: str
+    store: str
+    config: TilingConfig
+    mpp: float | None = None
+    backend: str = "auto"
+
+    def open(self) -> Slide:
+        """Open the slide with this task's override and backend."""
+        return open_slide(self.path, backend=self.backend, mpp=self.mpp, slide_id=self.slide_id)
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """A planned slide: its partial store exists and its bands are known."""
+
+    task: SlideTask
+    partial: str
+    n_tiles: int
+    bands: tuple[tuple[int, int], ...]
+    level: int
+    read_px: int
+    stain: dict[str, Any] | None
+    started: float
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    """Outcome of tiling one slide (one row of the cohort summary)."""
+
+    slide_id: str
+    status: str  # "done", "skipped" or "failed"
+    store: str
+    n_tiles: int = 0
+    n_kept: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def check_existing(task: SlideTask, *, overwrite: bool) -> SlideResult | None:
+    """A ``skipped`` result when a compatible complete store exists, else ``None``.
+
+    Raises
+    ------
+    StoreError
+        When a complete store made with another config exists and ``overwrite``
+        is False.
+    """
+    state = part_state(task.store, PART, task.config.identity())
+    if state == "complete" and not overwrite:
+        return SlideResult(task.slide_id, "skipped", task.store)
+    if state == "incompatible" and not overwrite:
+        raise StoreError(
+            f"{task.store} was tiled with a different configuration",
+            hint="pass overwrite=True (--overwrite) to re-tile, or choose another output folder",
+        )
+    return None
+
+
+def plan_slide(task: SlideTask) -> SlidePlan:
+    """Detect tissue, lay the grid and create the partial store with coordinates."""
+    started = time.time()
+    config = task.config
+    with task.open() as slide:
+        tissue = detect_tissue(slide, method=config.tissue_method, **config.tissue_params)
+        roi = read_roi(config.roi) if config.roi else None
+        grid = plan_grid(slide, config, tissue=tissue, roi=roi)
+        stain = _fit_stain(slide, tissue, config)
+        attrs = {
+            "slide_id": task.slide_id,
+            "slide": {
+                **file_fingerprint(slide.path),
+                **slide.describe(),
+                "mpp_override": task.mpp,
+            },
+        }
+        outline = shapely.simplify(
+            tissue.polygons, _OUTLINE_TOLERANCE_MASK_PX * max(tissue.downsample)
+        )
+        partial = create_tile_store(
+            task.store,
+            coords=grid.coords,
+            mask_tissue_fraction=grid.tissue_fraction,
+            tile_px=config.tile_px,
+            qc_columns=QC_COLUMNS,
+            store_pixels=config.store_pixels,
+            compressor=config.compressor,
+            shard_tiles=config.shard_tiles,
+            tissue_mask=tissue.mask,
+            attrs={
+                **attrs,
+                "tissue": {
+                    "detector": tissue.detector,
+                    "params": tissue.params,
+                    "mask_downsample": list(tissue.downsample),
+                    "outline": mapping(outline),
+                    "coordinate_space": "level0_px",
+                },
+            },
+        )
+    n = len(grid)
+    bands = tuple(
+        (start, min(start + config.band_tiles, n)) for start in range(0, n, config.band_tiles)
+    )
+    return SlidePlan(
+        task=task,
+        partial=str(partial),
+        n_tiles=n,
+        bands=bands,
+        level=grid.level,
+        read_px=grid.read_px,
+        stain=stain,
+        started=started,
+    )
+
+
+def _fit_stain(slide: Slide, tissue: Any, config: TilingConfig) -> dict[str, Any] | None:
+    """Fit the reference stain (an image or a slide) and this slide's own stain once.
+
+    Estimating the source stain once per slide, rather than per tile, keeps the
+    colour differences between tiles that come from their content.
+    """
+    if config.stain is None:
+        return None
+    normalizer = create_normalizer(config.stain)
+    reference = str(config.stain_reference)
+    if Path(reference).suffix.lower() in _IMAGE_SUFFIXES:
+        from PIL import Image
+
+        normalizer.fit(np.asarray(Image.open(reference).convert("RGB")))
+    else:
+        with open_slide(reference) as ref_slide:
+            fit_to_slide(normalizer, ref_slide, mpp=_sampling_mpp(ref_slide, config))
+    fit_to_slide(normalizer, slide, tissue, mpp=config.target_mpp, as_source=True)
+    return {"name": config.stain, "reference": reference, "params": normalizer.to_dict()}
+
+
+def _sampling_mpp(slide: Slide, config: TilingConfig) -> float | None:
+    """Sample a reference slide at the tiling resolution when it is calibrated."""
+    return config.target_mpp if slide.has_mpp else None
+
+
+def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, int]:
+    """Read, QC and write tiles ``start:stop`` of a planned slide (idempotent)."""
+    config = plan.task.config
+    import zarr
+
+    group = zarr.open_group(plan.partial, mode="r")
+    coords = np.asarray(group["coords"][start:stop])
+    writer = BandWriter(plan.partial, start, stop, config.shard_tiles)
+    normalizer = None
+    if plan.stain is not None:
+        normalizer = create_normalizer(plan.stain["name"]).from_dict(plan.stain["params"])
+    kept = 0
+    with plan.task.open() as slide:
+        reader = TileReader(
+            slide,
+            level=plan.level,
+            read_px=plan.read_px,
+            tile_px=config.tile_px,
+            method=config.read_method,
+        )
+        for local, tiles in reader.read(coords):
+            metrics = tile_qc(tiles)
+            keep = qc_keep(metrics, config.qc)
+            kept += int(keep.sum())
+            if normalizer is not None:
+                tiles = normalizer.transform(tiles)
+            writer.add(
+                local + start, tiles if config.store_pixels else None, {**metrics, "keep": keep}
+            )
+        writer.flush()
+        method = reader.method
+    return {"tiles": stop - start, "kept": kept, "method": method}
+
+
+def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideResult:
+    """Record provenance, mark the tiling part complete and commit the store."""
+    config = plan.task.config
+    n_kept = sum(b["kept"] for b in bands)
+    methods = sorted({b["method"] for b in bands})
+    info = {
+        "identity": config.identity(),
+        "config": config.to_dict(),
+        "n_tiles": plan.n_tiles,
+        "n_kept": n_kept,
+        "level": plan.level,
+        "read_px": plan.read_px,
+        "tile_px": config.tile_px,
+        "read_method": methods,
+        "stain": plan.stain,
+        "qc_thresholds": config.qc.to_dict(),
+        "coordinate_space": "level0_px",
+        "tile_order": "row-major",
+        "versions": package_versions(("opencv-python-headless", "ray", "zarrs")),
+        "zarr_pipeline": use_fast_codecs(),
+        **run_context(),
+    }
+    with plan.task.open() as slide:
+        choice = slide.best_level_for(config.target_mpp, tolerance=config.tolerance)
+        info.update(
+            mpp_requested=config.target_mpp,
+            mpp_actual=choice.actual_mpp,
+            mpp_level=choice.level_mpp,
+            resized=choice.needs_resize,
+            backend=slide.backend_choice.as_dict(),
+        )
+    finish_tile_store(plan.partial, plan.task.store, info)
+    return SlideResult(
+        plan.task.slide_id,
+        "done",
+        plan.task.store,
+        n_tiles=plan.n_tiles,
+        n_kept=n_kept,
+        seconds=time.time() - plan.started,
+        details={"read_method": ",".join(methods), "mpp_actual": choice.actual_mpp},
+    )
+
+
+def failed(task: SlideTask, exc: BaseException, started: float) -> SlideResult:
+    """A ``failed`` result carrying a one-line reason (the traceback for unexpected errors)."""
+    if isinstance(exc, SlideflowError):
+        message = str(exc).replace("\n", " ")
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+        tail = traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]
+        message += " | " + " ".join(line.strip() for line in tail)
+    return SlideResult(
+        task.slide_id, "failed", task.store, seconds=time.time() - started, error=message
+    )
+
+
+def tile_slide(
+    slide: str | Path,
+    store: str | Path,
+    config: TilingConfig | None = None,
+    *,
+    mpp: float | None = None,
+    slide_id: str | None = None,
+    backend: str = "auto",
+    overwrite: bool = False,
+) -> SlideResult:
+    """Tile one slide into ``store`` in this process.
+
+    Parameters
+    ----------
+    slide
+        Slide file.
+    store
+        Final store path (``.zarr``); built under a temporary name and renamed.
+    config
+        Tiling configuration (default :class:`TilingConfig()`: 256 px at 0.5 µm/px).
+    mpp
+        Level-0 µm/px override for uncalibrated slides.
+    slide_id
+        Identity recorded in the store (default: file name without extension).
+    backend
+        Slide reader.
+    overwrite
+        Re-tile even when a store made with another config exists.
+
+    Returns
+    -------
+    SlideResult
+        ``done`` or ``skipped``; errors raise (use :func:`tiling.tile_cohort` to
+        collect per-slide failures instead).
+    """
+    from slideflow_core.slides import slide_id_from_path
+
+    task = SlideTask(
+        slide_id=slide_id or slide_id_from_path(slide),
+        path=str(slide),
+        store=str(store),
+        config=config or TilingConfig(),
+        mpp=mpp,
+        backend=backend,
+    )
+    existing = check_existing(task, overwrite=overwrite)
+    if existing is not None:
+        return existing
+    plan = plan_slide(task)
+    bands = [tile_band(plan, start, stop) for start, stop in plan.bands]
+    return commit_slide(plan, bands)
+
+
+__all__ = [
+    "SlidePlan",
+    "SlideResult",
+    "SlideTask",
+    "check_existing",
+    "commit_slide",
+    "failed",
+    "partial_path",
+    "plan_slide",
+    "tile_band",
+    "tile_slide",
+]

@@ -1,0 +1,155 @@
+"""The tiling part of a slide store: ``coords``, ``tiles``, ``qc/*``, ``tissue_mask``.
+
+Layout (Zarr v3, one store per slide)::
+
+    <slide_id>.zarr/
+      coords            (N, 2) int64   level-0 top-left x, y, row-major
+      tiles             (N, H, W, 3) uint8, one chunk per tile, ``shard_tiles`` per file
+      qc/<metric>       (N,) float32  tissue_fraction, background_fraction, blur, pen_fraction,
+                                      mask_tissue_fraction
+      qc/keep           (N,) bool     tiles passing the QC thresholds recorded in the attributes
+      tissue_mask       (h, w) uint8  the detection mask, with its level-0 downsample
+
+Pixels are written one whole shard at a time (a shard is rewritten on every
+partial write), and parallel bands are shard-aligned so no two tasks ever
+write the same file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from slideflow_core.store import commit_store, mark_part, start_store, use_fast_codecs
+
+PART = "tiling"
+
+
+def _compressors(name: str) -> Any:
+    if name == "zstd":
+        return (ZstdCodec(level=1),)
+    if name == "lz4":
+        return (BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),)
+    return None
+
+
+def create_tile_store(
+    final: str | Path,
+    *,
+    coords: np.ndarray,
+    mask_tissue_fraction: np.ndarray,
+    tile_px: int,
+    qc_columns: tuple[str, ...],
+    store_pixels: bool,
+    compressor: str,
+    shard_tiles: int,
+    tissue_mask: np.ndarray | None,
+    attrs: dict[str, Any],
+) -> Path:
+    """Create the partial store for ``final`` with coordinates and empty arrays."""
+    partial = start_store(final, attrs)
+    group = zarr.open_group(str(partial), mode="r+")
+    n = len(coords)
+    chunk = max(1, min(shard_tiles, n))
+    group.create_array("coords", data=np.asarray(coords, np.int64), chunks=(chunk, 2))
+    qc = group.require_group("qc")
+    qc.create_array(
+        "mask_tissue_fraction",
+        data=np.asarray(mask_tissue_fraction, np.float32),
+        chunks=(chunk,),
+    )
+    for column in qc_columns:
+        qc.create_array(column, shape=(n,), dtype="float32", chunks=(chunk,), fill_value=np.nan)
+    qc.create_array("keep", shape=(n,), dtype="bool", chunks=(chunk,), fill_value=False)
+    if store_pixels:
+        group.create_array(
+            "tiles",
+            shape=(n, tile_px, tile_px, 3),
+            dtype="uint8",
+            chunks=(1, tile_px, tile_px, 3),
+            shards=(chunk, tile_px, tile_px, 3),
+            compressors=_compressors(compressor),
+            fill_value=255,
+            dimension_names=("tile", "y", "x", "c"),
+        )
+    if tissue_mask is not None:
+        group.create_array(
+            "tissue_mask",
+            data=np.asarray(tissue_mask, np.uint8),
+            chunks=tissue_mask.shape or (1,),
+        )
+    return partial
+
+
+class BandWriter:
+    """Buffers tiles of one shard-aligned band and writes whole shards.
+
+    Parameters
+    ----------
+    store
+        The partial store.
+    start, stop
+        Tile index range of the band; ``start`` is a multiple of ``shard_tiles``.
+    shard_tiles
+        Tiles per shard (and per QC chunk).
+    """
+
+    def __init__(self, store: str | Path, start: int, stop: int, shard_tiles: int) -> None:
+        use_fast_codecs()
+        group = zarr.open_group(str(store), mode="r+")
+        self._tiles = group.get("tiles")
+        self._qc = group["qc"]
+        self._columns = [k for k in self._qc.array_keys() if k != "mask_tissue_fraction"]
+        self.start, self.stop, self.shard = start, stop, shard_tiles
+        self._buffer: np.ndarray | None = None
+        self._metrics: dict[str, np.ndarray] = {}
+        self._filled = np.zeros(0, bool)
+        self._shard_start = -1
+
+    def _open_shard(self, shard_start: int) -> None:
+        size = min(self.shard, self.stop - shard_start)
+        if self._tiles is not None:
+            shape = (size, *self._tiles.shape[1:])
+            if self._buffer is None or self._buffer.shape != shape:
+                self._buffer = np.empty(shape, np.uint8)
+        self._metrics = {c: np.empty(size, self._qc[c].dtype) for c in self._columns}
+        self._filled = np.zeros(size, bool)
+        self._shard_start = shard_start
+
+    def add(self, indices: np.ndarray, tiles: np.ndarray | None, metrics: dict[str, Any]) -> None:
+        """Add tiles at absolute ``indices`` (ascending, inside the band) with their QC."""
+        for j, index in enumerate(np.asarray(indices)):
+            shard_start = self.start + (int(index) - self.start) // self.shard * self.shard
+            if shard_start != self._shard_start:
+                self.flush()
+                self._open_shard(shard_start)
+            k = int(index) - shard_start
+            if self._buffer is not None and tiles is not None:
+                self._buffer[k] = tiles[j]
+            for column in self._columns:
+                self._metrics[column][k] = metrics[column][j]
+            self._filled[k] = True
+
+    def flush(self) -> None:
+        """Write the current shard (it must be complete)."""
+        if self._shard_start < 0:
+            return
+        if not self._filled.all():
+            missing = int((~self._filled).sum())
+            raise RuntimeError(f"shard at {self._shard_start} is missing {missing} tiles")
+        end = self._shard_start + len(self._filled)
+        if self._tiles is not None and self._buffer is not None:
+            self._tiles[self._shard_start : end] = self._buffer
+        for column, values in self._metrics.items():
+            self._qc[column][self._shard_start : end] = values
+        self._shard_start = -1
+
+
+def finish_tile_store(partial: str | Path, final: str | Path, info: dict[str, Any]) -> Path:
+    """Record the tiling part as complete and atomically commit the store."""
+    mark_part(partial, PART, info)
+    return commit_store(partial, final)
