@@ -59,15 +59,20 @@ class TilingReport:
 
     def __str__(self) -> str:
         frame = self.to_frame()
-        tiles = int(frame["n_tiles"].sum()) if len(frame) else 0
-        counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-        lines = [
-            frame.drop(columns=["store"]).to_string(index=False) if len(frame) else "(no slides)",
+        if not len(frame):
+            return "(no slides)"
+        table = frame[["slide_id", "status", "n_tiles", "n_kept", "seconds"]].copy()
+        table["seconds"] = table["seconds"].map(lambda v: f"{v:.1f}")
+        tiles = int(frame["n_tiles"].sum())
+        counts = frame["status"].value_counts().to_dict()
+        rate = f" ({tiles / self.seconds:.0f} tiles/s)" if self.seconds > 0 and tiles else ""
+        lines = [table.to_string(index=False)]
+        lines += [f"  {r.slide_id}: {r.error}" for r in self.failed]
+        lines.append(
             f"{len(frame)} slides: "
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-            + f"; {tiles} tiles in {self.seconds:.1f}s"
-            + (f" ({tiles / self.seconds:.0f} tiles/s)" if self.seconds > 0 and tiles else ""),
-        ]
+            + f"; {tiles} tiles in {self.seconds:.1f}s{rate}"
+        )
         return "\n".join(lines)
 
 
@@ -185,6 +190,7 @@ def tile_cohort(
     todo = deque(tasks)
     work: deque[tuple[SlidePlan, int, int]] = deque()  # bands go before new slides
     pending: dict[Any, tuple[str, SlideTask]] = {}
+    submitted: dict[str, float] = {}
     plans: dict[str, tuple[SlidePlan, list[dict[str, Any]]]] = {}
     broken: set[str] = set()
     bar = tqdm(total=0, unit="tile", disable=not progress, dynamic_ncols=True)
@@ -202,6 +208,7 @@ def tile_cohort(
                 pending[ref] = ("band", plan.task)
             else:
                 task = todo.popleft()
+                submitted[task.slide_id] = time.time()
                 pending[remote["plan"].remote(task, overwrite)] = ("plan", task)
 
     for result in results:
@@ -216,7 +223,7 @@ def tile_cohort(
             cause = getattr(exc, "cause", None) or exc
             if task.slide_id not in broken:
                 broken.add(task.slide_id)
-                finish(failed(task, cause, started))
+                finish(failed(task, cause, submitted[task.slide_id]))
             submit()
             continue
         if task.slide_id in broken:
