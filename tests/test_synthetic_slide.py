@@ -215,7 +215,7 @@ def test_unknown_override_is_a_type_error(tmp_path: Path) -> None:
         write_synthetic_slide(tmp_path / "x.svs", widht_px=1024)
 
 
-@pytest.mark.slow
+# Runs in the default suite (about 15 s): the 50k x 50k claim is tested on every CI run.
 def test_large_slide_streams_in_bounded_memory(tmp_path: Path) -> None:
     path = tmp_path / "large.svs"
     script = textwrap.dedent(
