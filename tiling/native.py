@@ -225,16 +225,8 @@ class JpegTileDecoder:
         Stored tiles touched by more than one announced region are cached until
         their last use.
         """
-        level = self.level
-        cols = _tile_span(np.asarray(lefts), width, level.tile_width, level.width)
-        rows = _tile_span(np.asarray(tops), height, level.tile_height, level.height)
-        touched = []
-        for dy in range(-(-height // level.tile_height) + 1):
-            for dx in range(-(-width // level.tile_width) + 1):
-                row, col = rows[0] + dy, cols[0] + dx
-                inside = (row <= rows[1]) & (col <= cols[1])
-                touched.append(row[inside] * level.tiles_across + col[inside])
-        indices, counts = np.unique(np.concatenate(touched), return_counts=True)
+        touched = tiles_touched(self.level, lefts, tops, width, height)
+        indices, counts = np.unique(touched, return_counts=True)
         with self._lock:
             self._uses = dict(zip(indices.tolist(), counts.tolist(), strict=True))
             self._cache.clear()
@@ -306,6 +298,31 @@ class JpegTileDecoder:
                     ty0 - row * th : ty1 - row * th, tx0 - col * tw : tx1 - col * tw
                 ]
         return out
+
+
+def tiles_touched(
+    level: JpegLevel, lefts: np.ndarray, tops: np.ndarray, width: int, height: int
+) -> np.ndarray:
+    """Row-major indices of the stored tiles under each region, once per region touching them.
+
+    Parameters
+    ----------
+    level
+        The JPEG level.
+    lefts, tops
+        Level-pixel top-left corners of the regions (may lie outside the level).
+    width, height
+        Size shared by all regions.
+    """
+    cols = _tile_span(np.asarray(lefts), width, level.tile_width, level.width)
+    rows = _tile_span(np.asarray(tops), height, level.tile_height, level.height)
+    touched = []
+    for dy in range(-(-height // level.tile_height) + 1):
+        for dx in range(-(-width // level.tile_width) + 1):
+            row, col = rows[0] + dy, cols[0] + dx
+            inside = (row <= rows[1]) & (col <= cols[1])
+            touched.append(row[inside] * level.tiles_across + col[inside])
+    return np.concatenate(touched)
 
 
 def _tile_span(

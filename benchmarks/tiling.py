@@ -1,0 +1,554 @@
+"""Tiling throughput: ours vs a naive per-tile loop, the JPEG decode floor and hs2p.
+
+For every readable, calibrated slide with tissue in ``--data`` and a large
+synthetic JPEG-tiled slide, tiles at ``--mpp`` / ``--tile-px`` are read over one
+tissue grid, each measurement in its own subprocess so peak RSS is its own:
+
+- ours, end to end: ``tiling.tile_slide`` (its own tissue detection and grid,
+  reading, QC, Zarr store), so its tile count may differ from the shared grid's;
+- our ``TileReader`` alone: ``per_tile``, ``region`` and ``native``, on 1 and 2
+  threads, ``native`` also as 2 processes over halves of the grid, and ``native``
+  without the final resize (read only) to separate reading from resizing;
+- naive: a Python loop of ``openslide.OpenSlide.read_region`` per tile (CLAM);
+- floor: libjpeg-turbo decoding every JPEG tile of the chosen level, nothing
+  else, on 1 thread, 2 threads and 2 processes, and only the tiles under the grid;
+- hs2p ``6.x`` supertile reading over the same grid, when ``--hs2p-python`` names
+  an interpreter with hs2p installed (never a dependency of ours).
+
+"Mpx/s" counts level pixels delivered (tiles x ``read_px``²; decoded pixels for
+the floor), so readers that resize and the floor compare like for like;
+"x floor(2c)" divides it by the faster two-core floor, "x grid floor" by the
+two-thread decode of only the stored tiles under the grid (tissue decodes slower
+than glass), and "x naive" divides tiles/s by the naive loop's.
+
+    python benchmarks/tiling.py --synthetic 20000x16000
+    python benchmarks/tiling.py --hs2p-python /tmp/hs2p-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import default_data_dir, peak_rss_mb, print_table, write_json
+
+# This script is named like the package it measures: take its folder off the import
+# path so that "import tiling" (always done inside functions) finds the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".dcm", ".qptiff", ".scn", ".mrxs", ".bif"}
+# CLAM's defaults: median-blurred HSV saturation above 8 is tissue.
+_SATURATION_THRESHOLD = 8
+_MEDIAN_KERNEL = 7
+_MASK_MAX_PX = 2048
+_NOTE_CHARS = 70
+FLOORS_2C = ("floor: JPEG decode, 2 threads", "floor: JPEG decode, 2 processes")
+# Decoding only the stored tiles under the grid: tissue tiles decode slower than the
+# glass that dominates a whole level, so this is the floor a tile reader really faces.
+GRID_FLOOR_2C = "floor: grid's JPEG tiles only, 2 threads"
+COLUMNS = [
+    "slide",
+    "method",
+    "tiles",
+    "seconds",
+    "tiles/s",
+    "Mpx/s",
+    "x floor(2c)",
+    "x grid floor",
+    "x naive",
+    "peak RSS MB",
+    "note",
+]
+
+
+# -- the shared tissue grid ------------------------------------------------------------
+def tissue_grid(path: Path, mpp: float, tile_px: int, min_tissue: float) -> dict[str, Any]:
+    """Tile positions on tissue (CLAM-style saturation mask) and how they are read."""
+    import cv2
+
+    from slideflow_core.slides import open_slide
+
+    with open_slide(path) as slide:
+        choice = slide.best_level_for(mpp)
+        read_px = choice.read_px(tile_px)
+        extent = read_px * slide.level_downsamples[choice.level]
+        width, height = slide.dimensions
+        thumb = slide.thumbnail(_MASK_MAX_PX)
+        backend = slide.backend_choice.backend
+    saturation = cv2.cvtColor(thumb, cv2.COLOR_RGB2HSV)[..., 1]
+    mask = cv2.medianBlur(saturation, _MEDIAN_KERNEL) > _SATURATION_THRESHOLD
+    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    scale_x, scale_y = mask.shape[1] / width, mask.shape[0] / height
+    xs = np.round(np.arange(int(width // extent)) * extent).astype(np.int64)
+    ys = np.round(np.arange(int(height // extent)) * extent).astype(np.int64)
+    gx, gy = np.meshgrid(xs, ys)
+    coords = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    x0 = np.clip((coords[:, 0] * scale_x).astype(int), 0, mask.shape[1] - 1)
+    y0 = np.clip((coords[:, 1] * scale_y).astype(int), 0, mask.shape[0] - 1)
+    x1 = np.clip(((coords[:, 0] + extent) * scale_x).astype(int), x0 + 1, mask.shape[1])
+    y1 = np.clip(((coords[:, 1] + extent) * scale_y).astype(int), y0 + 1, mask.shape[0])
+    inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    coverage = inside / ((x1 - x0) * (y1 - y0))
+    return {
+        "coords": coords[coverage >= min_tissue],
+        "level": choice.level,
+        "read_px": read_px,
+        "resized": choice.needs_resize,
+        "backend": backend,
+        "level_mpp": choice.level_mpp,
+    }
+
+
+def find_slides(data: Path, args: argparse.Namespace) -> list[Path]:
+    """Readable, calibrated slides in a file or folder with at least ``--min-tiles`` tiles."""
+    from slideflow_core.errors import SlideflowError
+    from slideflow_core.slides import open_slide
+
+    candidates = [data] if data.is_file() else sorted(data.iterdir())
+    found = []
+    for path in candidates:
+        if path.suffix.lower() not in SLIDE_SUFFIXES:
+            continue
+        try:
+            with open_slide(path) as slide:
+                slide.best_level_for(args.mpp)
+            grid = tissue_grid(path, args.mpp, args.tile_px, args.min_tissue)
+        except SlideflowError as exc:
+            print(f"skip {path.name}: {str(exc).splitlines()[0]}")
+            continue
+        if len(grid["coords"]) < args.min_tiles:
+            print(f"skip {path.name}: {len(grid['coords'])} tissue tiles < {args.min_tiles}")
+            continue
+        found.append(path)
+    return found
+
+
+def synthetic_slide(size: str, cache: Path, seed: int) -> Path:
+    """The cached synthetic slide of ``size`` = ``"WxH"`` at 0.25 µm/px, written if missing."""
+    from slideflow_core.synthetic import SyntheticSlideSpec, write_synthetic_slide
+
+    width, height = (int(v) for v in size.lower().split("x"))
+    path = cache / f"synthetic_{width}x{height}_seed{seed}.svs"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial.svs")
+        start = time.perf_counter()
+        spec = SyntheticSlideSpec(width_px=width, height_px=height, mpp=0.25, seed=seed)
+        write_synthetic_slide(partial, spec)
+        partial.rename(path)
+        print(f"wrote {path} in {time.perf_counter() - start:.0f}s")
+    return path
+
+
+# -- measurements, each run in a fresh subprocess ----------------------------------------
+def _touch(tiles: np.ndarray) -> int:
+    # Consume the pixels so nothing downstream could be skipped by laziness.
+    return int(tiles[:, ::64, ::64, 0].sum())
+
+
+def run_reader(job: dict[str, Any]) -> dict[str, Any]:
+    """Read the grid with ``TileReader`` (threads; processes are split by :func:`run_split`)."""
+    import imagecodecs  # noqa: F401  (imported before the clock, as openslide is for naive)
+
+    from slideflow_core.slides import open_slide
+    from tiling.reader import TileReader
+
+    coords = _part(np.load(job["coords"]), job)
+    with open_slide(job["slide"]) as slide:
+        # The clock starts after opening, as for the other readers; choosing the method
+        # (which decodes a sample to compare with the backend) is timed.
+        start = time.perf_counter()
+        try:
+            reader = TileReader(
+                slide,
+                level=job["level"],
+                read_px=job["read_px"],
+                tile_px=job["tile_px"],
+                method=job["method"],
+                threads=job["threads"],
+            )
+        except ValueError as exc:
+            return {"skipped": f"n/a: {str(exc).split(': ', 1)[-1]}"}
+        count = 0
+        for indices, tiles in reader.read(coords):
+            count += len(indices)
+            _touch(tiles)
+        reader.close()
+    return {"tiles": count, "seconds": time.perf_counter() - start, "method": reader.method}
+
+
+def _part(items: np.ndarray, job: dict[str, Any]) -> np.ndarray:
+    """This process's contiguous share of ``items`` when a job is split (``part`` = [k, n])."""
+    if "part" not in job:
+        return items
+    index, count = job["part"]
+    return np.array_split(items, count)[index]
+
+
+def run_split(job: dict[str, Any]) -> dict[str, Any]:
+    """Run ``job["split"]`` in ``processes`` concurrent interpreters, each on a share."""
+    count = job["processes"]
+    running = [_start({**job, "kind": job["split"], "part": [k, count]}) for k in range(count)]
+    results = [_finish(process) for process in running]
+    failed = [r["skipped"] for r in results if "skipped" in r]
+    if failed:
+        return {"skipped": failed[0]}
+    return {
+        "tiles": sum(r["tiles"] for r in results),
+        # The parts run at once; like the threaded runs, interpreter start-up is not timed.
+        "seconds": max(r["seconds"] for r in results),
+        "decoded_px": sum(r.get("decoded_px", 0) for r in results) or None,
+        "method": results[0].get("method", ""),
+        # Memory held at once: every process's peak (an upper bound) plus this one.
+        "peak_rss_mb": sum(r["peak_rss_mb"] for r in results) + own_peak_rss_mb(),
+    }
+
+
+def run_naive(job: dict[str, Any]) -> dict[str, Any]:
+    """CLAM's loop: one ``OpenSlide.read_region`` per tile, RGB array, resize if needed."""
+    import openslide
+
+    from slideflow_core.slides import resize
+
+    coords = np.load(job["coords"])
+    size = (job["read_px"], job["read_px"])
+    start = time.perf_counter()
+    handle = openslide.OpenSlide(job["slide"])
+    for x, y in coords.tolist():
+        tile = np.asarray(handle.read_region((x, y), job["level"], size).convert("RGB"))
+        if job["read_px"] != job["tile_px"]:
+            tile = resize(tile, (job["tile_px"], job["tile_px"]))
+        _touch(tile[None])
+    handle.close()
+    return {"tiles": len(coords), "seconds": time.perf_counter() - start}
+
+
+def run_floor(job: dict[str, Any]) -> dict[str, Any]:
+    """Decode every stored JPEG tile of the level (or the grid's) with libjpeg-turbo only."""
+    import imagecodecs
+
+    from slideflow_core.slides import open_slide
+    from tiling.native import find_jpeg_level, tiles_touched
+
+    with open_slide(job["slide"]) as slide:
+        size = slide.level_dimensions[job["level"]]
+        downsample = slide.level_downsamples[job["level"]]
+    level, why = find_jpeg_level(job["slide"], size)
+    if level is None:
+        return {"skipped": why}
+    stored = np.flatnonzero(level.bytecounts)
+    if job.get("grid_only"):
+        xy = np.floor(np.load(job["coords"]) / downsample).astype(np.int64)
+        touched = tiles_touched(level, xy[:, 0], xy[:, 1], job["read_px"], job["read_px"])
+        stored = np.intersect1d(stored, touched)
+    stored = _part(stored, job).tolist()
+    fd = os.open(job["slide"], os.O_RDONLY)
+
+    def decode(index: int) -> None:
+        data = os.pread(fd, int(level.bytecounts[index]), int(level.offsets[index]))
+        imagecodecs.jpeg8_decode(
+            data, tables=level.tables, colorspace=level.colorspace, outcolorspace="RGB"
+        )
+
+    start = time.perf_counter()
+    if job["threads"] == 1:
+        for index in stored:
+            decode(index)
+    else:
+        with ThreadPoolExecutor(job["threads"]) as pool:
+            for _ in pool.map(decode, stored, chunksize=64):
+                pass
+    seconds = time.perf_counter() - start
+    os.close(fd)
+    return {
+        "tiles": len(stored),
+        "seconds": seconds,
+        "decoded_px": len(stored) * level.tile_width * level.tile_height,
+    }
+
+
+def run_ours(job: dict[str, Any]) -> dict[str, Any]:
+    """``tiling.tile_slide`` end to end into a throwaway store."""
+    try:
+        from tiling import TilingConfig, tile_slide
+    except ImportError as exc:
+        return {"skipped": f"ours: not available ({exc})"}
+    store = Path(job["workdir"]) / "ours.zarr"
+    config = TilingConfig(mpp=job["mpp"], tile_px=job["tile_px"])
+    start = time.perf_counter()
+    result = tile_slide(job["slide"], store, config, overwrite=True)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(store, ignore_errors=True)
+    details = getattr(result, "details", {}) or {}
+    return {
+        "tiles": int(result.n_tiles),
+        "seconds": seconds,
+        "method": details.get("read_method", ""),
+    }
+
+
+_WORKERS = {
+    "reader": run_reader,
+    "split": run_split,
+    "naive": run_naive,
+    "floor": run_floor,
+    "ours": run_ours,
+}
+
+# Runs in hs2p's own interpreter: only hs2p, numpy and Pillow are importable there.
+_HS2P_SCRIPT = r"""
+import json, sys, time
+from dataclasses import replace
+from pathlib import Path
+import numpy as np
+from PIL import Image
+import hs2p
+from hs2p.wsi.streaming.stream import iter_tile_arrays_from_result
+
+job = json.loads(sys.argv[1])
+coords = np.load(job["coords"])
+result = hs2p.tile_slide(
+    hs2p.SlideSpec(sample_id="bench", image_path=Path(job["slide"])),
+    tiling=hs2p.TilingConfig(backend="openslide", requested_spacing_um=job["mpp"],
+        requested_tile_size_px=job["tile_px"], tolerance=0.05, overlap=0.0),
+    segmentation=hs2p.SegmentationConfig(method="hsv", downsample=64),
+)
+geometry = result.tiles
+if (geometry.read_level, geometry.read_tile_size_px) != (job["level"], job["read_px"]):
+    reads = f"level {geometry.read_level} at {geometry.read_tile_size_px} px"
+    print(json.dumps({"skipped": f"hs2p reads {reads}, ours level {job['level']} at "
+                      f"{job['read_px']} px"}))
+    sys.exit()
+# Same grid as ours; hs2p's own tissue segmentation above is not timed.
+result = replace(result, step_px_lv0=int(round(geometry.tile_size_lv0)), tiles=replace(geometry,
+    x=coords[:, 0].copy(), y=coords[:, 1].copy(),
+    tissue_fractions=np.ones(len(coords), np.float32), tile_index=None))
+start = time.perf_counter()
+count = 0
+size = (job["tile_px"], job["tile_px"])
+for tile in iter_tile_arrays_from_result(result=result):
+    tile = np.asarray(tile)[..., :3]
+    if tile.shape[0] != job["tile_px"]:
+        tile = np.asarray(Image.fromarray(tile).resize(size, Image.Resampling.LANCZOS,
+                                                       reducing_gap=2.0))
+    count += 1
+seconds = time.perf_counter() - start
+status = Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]
+print(json.dumps({"tiles": count, "seconds": seconds, "method": f"hs2p {hs2p.__version__}",
+                  "peak_rss_mb": int(status) / 1024}))
+"""
+
+
+def _start(job: dict[str, Any], python: str | None = None) -> subprocess.Popen[str]:
+    if python is None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
+    else:
+        command = [python, "-c", _HS2P_SCRIPT, json.dumps(job)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen[str]) -> dict[str, Any]:
+    stdout, stderr = process.communicate()
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"skipped": f"failed: {tail[0][:160]}"}
+    return json.loads(lines[-1])
+
+
+def measure(job: dict[str, Any], python: str | None = None) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter and return its JSON result."""
+    return _finish(_start(job, python))
+
+
+def own_peak_rss_mb() -> float:
+    """Peak resident memory of this process's own image, in MiB.
+
+    ``getrusage`` carries the parent's high-water mark across fork and exec, so
+    in a worker it can report the launcher's memory; Linux's ``VmHWM`` starts
+    afresh with the new program.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return peak_rss_mb()
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
+    return int(line.split()[1]) / 1024.0 if line else peak_rss_mb()
+
+
+def worker_main(raw: str) -> None:
+    job = json.loads(raw)
+    out = _WORKERS[job["kind"]](job)
+    out.setdefault("peak_rss_mb", own_peak_rss_mb())
+    print(json.dumps(out))
+
+
+# -- one slide: every measurement side by side -----------------------------------------
+def plan_runs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(label, job) pairs in the order they are run and shown."""
+    runs: list[tuple[str, dict[str, Any]]] = [
+        ("floor: JPEG decode, 1 thread", {"kind": "floor", "threads": 1}),
+        (FLOORS_2C[0], {"kind": "floor", "threads": 2}),
+        (FLOORS_2C[1], {"kind": "split", "split": "floor", "threads": 1, "processes": 2}),
+        (GRID_FLOOR_2C, {"kind": "floor", "threads": 2, "grid_only": True}),
+        ("naive: openslide per tile", {"kind": "naive"}),
+        ("ours: tile_slide end to end", {"kind": "ours"}),
+    ]
+    for method in args.methods:
+        for threads in (1, 2):
+            runs.append(
+                (
+                    f"reader {method}, {threads} thread{'s' * (threads > 1)}",
+                    {"kind": "reader", "method": method, "threads": threads},
+                )
+            )
+    if "native" in args.methods:
+        runs.append(
+            (
+                "reader native, 2 processes",
+                {
+                    "kind": "split",
+                    "split": "reader",
+                    "method": "native",
+                    "threads": 1,
+                    "processes": 2,
+                },
+            )
+        )
+        runs.append(
+            (
+                "reader native, 2 threads, no resize",
+                {"kind": "reader", "method": "native", "threads": 2, "no_resize": True},
+            )
+        )
+    return runs
+
+
+def bench_slide(path: Path, label: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    grid = tissue_grid(path, args.mpp, args.tile_px, args.min_tissue)
+    coords_file = work / f"{label}.coords.npy"
+    np.save(coords_file, grid["coords"])
+    base = {
+        "slide": str(path),
+        "coords": str(coords_file),
+        "level": grid["level"],
+        "read_px": grid["read_px"],
+        "tile_px": args.tile_px,
+        "mpp": args.mpp,
+        "workdir": str(work),
+    }
+    print(
+        f"{label}: {len(grid['coords'])} tissue tiles, level {grid['level']} "
+        f"({grid['level_mpp']:.3f} µm/px), read {grid['read_px']} px -> {args.tile_px} px"
+    )
+    rows = []
+    for name, extra in plan_runs(args):
+        job = {**base, **extra}
+        if job.pop("no_resize", False):
+            job["tile_px"] = job["read_px"]
+        result = measure(job)
+        rows.append(_row(label, name, result, grid["read_px"]))
+        print(f"  {name}: {_summary(rows[-1])}", flush=True)
+    if args.hs2p_python:
+        result = measure(base, python=args.hs2p_python)
+        rows.append(_row(label, "hs2p: supertiles, openslide", result, grid["read_px"]))
+    else:
+        rows.append(_row(label, "hs2p", {"skipped": "not run (pass --hs2p-python)"}, 0))
+    print(f"  {rows[-1]['method']}: {_summary(rows[-1])}", flush=True)
+    _add_ratios(rows)
+    return rows
+
+
+def _row(label: str, name: str, result: dict[str, Any], read_px: int) -> dict[str, Any]:
+    if "skipped" in result:
+        return {"slide": label, "method": name, "note": result["skipped"][:_NOTE_CHARS]}
+    seconds = result["seconds"]
+    pixels = result.get("decoded_px") or result["tiles"] * read_px * read_px
+    note = result.get("method", "")
+    return {
+        "slide": label,
+        "method": name,
+        "tiles": result["tiles"],
+        "seconds": seconds,
+        "tiles/s": result["tiles"] / seconds,
+        "Mpx/s": pixels / seconds / 1e6,
+        "peak RSS MB": result["peak_rss_mb"],
+        "note": f"used {note}" if note and not name.startswith(("floor", "naive")) else "",
+    }
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    # Both cores: the better of two threads and two processes.
+    floor = max((r.get("Mpx/s", 0) for r in rows if r["method"] in FLOORS_2C), default=0)
+    by_name = {r["method"]: r for r in rows}
+    grid_floor = by_name.get(GRID_FLOOR_2C, {}).get("Mpx/s")
+    naive = by_name.get("naive: openslide per tile", {}).get("tiles/s")
+    for row in rows:
+        if "Mpx/s" not in row or row["method"].startswith("floor"):
+            continue
+        if floor:
+            row["x floor(2c)"] = row["Mpx/s"] / floor
+        if grid_floor:
+            row["x grid floor"] = row["Mpx/s"] / grid_floor
+        if naive:
+            row["x naive"] = row["tiles/s"] / naive
+
+
+def _summary(row: dict[str, Any]) -> str:
+    if "tiles/s" not in row:
+        return row.get("note", "")
+    return f"{row['tiles/s']:.1f} tiles/s, {row['Mpx/s']:.1f} Mpx/s, {row['peak RSS MB']:.0f} MB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=default_data_dir(), help="slide or folder")
+    parser.add_argument("--synthetic", default="100000x80000", help="WxH, or 0 to skip")
+    parser.add_argument("--cache", type=Path, help="synthetic slide cache (default: temp dir)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mpp", type=float, default=0.5)
+    parser.add_argument("--tile-px", type=int, default=256)
+    parser.add_argument("--min-tissue", type=float, default=0.1, help="tissue fraction per tile")
+    parser.add_argument("--min-tiles", type=int, default=16, help="skip slides with fewer")
+    parser.add_argument(
+        "--methods", nargs="+", default=["per_tile", "region", "native"], help="reader methods"
+    )
+    parser.add_argument("--hs2p-python", help="interpreter with hs2p installed (separate venv)")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/tiling.json)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args.worker)
+        return
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        slides = find_slides(args.data, args) if args.data.exists() else []
+        for path in slides:
+            rows += bench_slide(path, path.name, args, work)
+        if args.synthetic not in ("0", ""):
+            synthetic = synthetic_slide(args.synthetic, args.cache or work / "cache", args.seed)
+            rows += bench_slide(synthetic, f"synthetic {args.synthetic}", args, work)
+    print()
+    print_table(rows, COLUMNS)
+    out = write_json(
+        "tiling",
+        {"args": {k: str(v) for k, v in vars(args).items() if k != "worker"}, "rows": rows},
+        args.out,
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
