@@ -14,8 +14,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,79 @@ def mark_part(store: str | os.PathLike[str], part: str, info: dict[str, Any]) ->
     parts = dict(group.attrs.get("parts", {}))
     parts[part] = {**info, "complete": True}
     group.attrs["parts"] = parts
+
+
+def unmark_part(store: str | os.PathLike[str], part: str) -> None:
+    """Forget ``part`` in the root attributes (before it is rewritten)."""
+    group = zarr.open_group(str(store), mode="r+")
+    parts = dict(group.attrs.get("parts", {}))
+    if parts.pop(part, None) is not None:
+        group.attrs["parts"] = parts
+
+
+_PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def part_key(*names: str) -> str:
+    """The part path ``a/b`` for names such as ``("features", "uni")``, each checked.
+
+    Raises
+    ------
+    StoreError
+        If a name is empty, has a path separator or ``..``, or starts with a dot.
+    """
+    for name in names:
+        if not _PART_NAME.match(name) or ".." in name or name.endswith(PARTIAL_SUFFIX):
+            raise StoreError(
+                f"{name!r} is not a valid store part name",
+                hint="use letters, digits, '.', '_' or '-', starting with a letter or digit",
+            )
+    return "/".join(names)
+
+
+@contextmanager
+def write_part(
+    store: str | os.PathLike[str], part: str, info: dict[str, Any]
+) -> Iterator[zarr.Group]:
+    """Write one part (e.g. ``features/uni``) of a committed store atomically.
+
+    Yields an empty Zarr group at ``<part>.partial`` inside the store. When the
+    block finishes, the group is renamed to ``<part>`` and recorded complete with
+    ``info`` (which should hold the ``identity`` used by :func:`part_state`). If
+    the block raises, the partial group is removed and the part stays missing;
+    a crash at any point leaves it missing or incomplete, never complete.
+
+    Parameters
+    ----------
+    store
+        A committed slide store.
+    part
+        Part path made with :func:`part_key`.
+    info
+        Description recorded in the root attributes under ``parts[part]``.
+    """
+    use_fast_codecs()
+    store = Path(store)
+    read_store_attrs(store)
+    names = part.split("/")
+    part_key(*names)
+    root = zarr.open_group(str(store), mode="r+")
+    parent = root
+    for name in names[:-1]:
+        parent = parent.require_group(name)
+    unmark_part(store, part)
+    final = store.joinpath(*names)
+    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    if partial.exists():
+        shutil.rmtree(partial)
+    group = zarr.open_group(str(partial), mode="w")
+    try:
+        yield group
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    commit_store(partial, final)
+    mark_part(store, part, info)
 
 
 def commit_store(partial: str | os.PathLike[str], final: str | os.PathLike[str]) -> Path:
