@@ -1,4 +1,74 @@
-"""Embedding stage: foundation-model registry and embedder actors writing features.
+"""Embedding stage: a registry of tile embedders (foundation models, baselines, handcrafted).
 
-Stands on :mod:`slideflow_core`; built in the embedders issue.
+``embedders.create("uni", weights=...)`` builds an embedder that knows its architecture,
+input size, normalisation, pooling, output dimension and precision;
+``embedders.list_models()`` shows every entry, its licence and where its weights come
+from. Any timm model works as ``"timm:<name>"``. Stands on :mod:`slideflow_core`.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from embedders.base import Embedder
+    from embedders.card import ModelCard
+    from embedders.device import DeviceError, resolve_device, resolve_precision
+    from embedders.h5 import export_features, import_features
+    from embedders.registry import MODELS, create, get_card, list_models, register_model
+    from embedders.run import EmbeddingReport, EmbedResult, embed_cohort, embed_slide
+    from embedders.weights import WeightsError
+
+# Public name -> module. Loaded on first use, so `sfc` and `import embedders.cli` do not
+# pay for torch and timm (seconds) until an embedder is really needed.
+_EXPORTS = {
+    "Embedder": "embedders.base",
+    "ModelCard": "embedders.card",
+    "DeviceError": "embedders.device",
+    "resolve_device": "embedders.device",
+    "resolve_precision": "embedders.device",
+    "export_features": "embedders.h5",
+    "import_features": "embedders.h5",
+    "MODELS": "embedders.registry",
+    "create": "embedders.registry",
+    "get_card": "embedders.registry",
+    "list_models": "embedders.registry",
+    "register_model": "embedders.registry",
+    "EmbeddingReport": "embedders.run",
+    "EmbedResult": "embedders.run",
+    "embed_cohort": "embedders.run",
+    "embed_slide": "embedders.run",
+    "WeightsError": "embedders.weights",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embedders' has no attribute {name!r}")
+    importlib.import_module("embedders.zoo")  # registers the model entries
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "MODELS",
+    "DeviceError",
+    "EmbedResult",
+    "Embedder",
+    "EmbeddingReport",
+    "ModelCard",
+    "WeightsError",
+    "create",
+    "embed_cohort",
+    "embed_slide",
+    "export_features",
+    "get_card",
+    "import_features",
+    "list_models",
+    "register_model",
+    "resolve_device",
+    "resolve_precision",
+]

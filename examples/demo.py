@@ -4,9 +4,11 @@ It builds a cohort from synthetic H&E-like slides (written here, with ground
 truth) plus the real sample slides shipped beside the repository
 (``../shared/data/slides``, or ``--samples``), validates the manifest deeply
 (every slide opened, calibration checked), prints each readable slide's
-description, writes thumbnails, then tiles every valid slide at 0.5 µm/px into
-per-slide Zarr stores on a local Ray instance. Problems are reported with their
-fix and do not stop the rest. Later stages extend this script.
+description, writes thumbnails, tiles every valid slide at 0.5 µm/px into
+per-slide Zarr stores on a local Ray instance, then embeds the QC-kept tiles with
+the weight-free ``handcrafted`` embedder into ``features/handcrafted`` of each
+store. Problems are reported with their fix and do not stop the rest. Later
+stages extend this script.
 
     python examples/demo.py [--out demo-output] [--samples DIR]
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedders import embed_cohort
 from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.commands import format_info, write_png
 from slideflow_core.errors import SlideflowError
@@ -108,12 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     tiles = open_cohort(layout.root)
     print(f"dask view: {tiles.tiles.shape} tiles, {int(tiles.table['keep'].sum())} pass QC")
 
+    print("\n== embedding (local Ray, handcrafted features of the QC-kept tiles)")
+    embedding = embed_cohort(layout.root, "handcrafted", progress=True)
+    print(embedding)
+
     print("\n== outputs")
     print(f"manifest     {manifest}")
     print(f"slides       {layout.root / 'slides'} (synthetic, with *.truth.json ground truth)")
     print(f"thumbnails   {layout.root / 'thumbnails'} ({len(thumbnails)} PNG files)")
     print(f"tile stores  {layout.stores_dir} (one Zarr store per slide)")
     print(f"summary      {layout.root / 'tiling_summary.csv'}; status in {layout.status_dir}")
+    print(
+        f"features     {embedding.part} in each tile store "
+        f"(slideflow_core.features.read_features(store, 'handcrafted')); "
+        f"report {layout.status_dir / 'embed-handcrafted.json'}"
+    )
     print(f"{len(cohort)} slides, {len(bad)} with problems, in {time.perf_counter() - start:.1f}s")
     return 0
 

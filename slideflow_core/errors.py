@@ -7,6 +7,8 @@ type, record the message against the slide, and go on with the rest.
 
 from __future__ import annotations
 
+import traceback
+
 
 class SlideflowError(Exception):
     """Base class of every error slideflow-core raises on purpose."""
@@ -55,3 +57,15 @@ class ManifestError(SlideflowError):
 
     def details(self) -> list[str]:
         return list(self.problems)
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line describing a failure, for reports and status files.
+
+    Our errors give their message and hint; anything else gives its type, its
+    message and the tail of its traceback (an unexpected error needs its location).
+    """
+    if isinstance(exc, SlideflowError):
+        return str(exc).replace("\n", " ")
+    tail = traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]
+    return f"{type(exc).__name__}: {exc} | " + " ".join(line.strip() for line in tail)

@@ -84,6 +84,11 @@ class FeatureWriter:
         self._written[start:stop] = True
 
     @property
+    def chunk_rows(self) -> int:
+        """Rows per stored chunk; writing whole chunks never rewrites a chunk."""
+        return int(self._array.chunks[0])
+
+    @property
     def missing(self) -> int:
         """Rows not written yet."""
         return int((~self._written).sum())

@@ -22,7 +22,9 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
     Parameters
     ----------
     address
-        ``None``: reuse this process's Ray, or start a local one. ``"auto"`` or
+        ``None``: reuse this process's Ray, connect to ``$RAY_ADDRESS`` when set
+        (as inside a submitted Ray job), or else start a local instance: never a
+        cluster that merely happens to run on this machine. ``"auto"`` or
         ``"ray://HOST:10001"`` / ``"HOST:6379"``: connect to that cluster.
     num_cpus
         Cores for a local instance (default: all of this machine's).
@@ -37,8 +39,11 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
         return ray
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests: no token prompts
     kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
-        kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False)
+        kwargs.update(
+            address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False
+        )
         log.info("starting a local Ray instance with %s CPUs", kwargs["num_cpus"])
     else:
         kwargs["address"] = address

@@ -64,3 +64,14 @@ def test_an_incompatible_store_is_an_error_unless_overwritten(cmu_svs, tmp_path)
     assert tile_slide(cmu_svs, store, other, overwrite=True).status == "done"
     assert open_store(store).info["mpp_requested"] == 1.0
     assert not list(tmp_path.glob(".cmu.zarr.old-*"))
+
+
+def test_a_retried_commit_after_the_rename_reports_done(cmu_svs, tmp_path):
+    store = tmp_path / "cmu.zarr"
+    plan = plan_slide(SlideTask("cmu", str(cmu_svs), str(store), CONFIG))
+    bands = [tile_band(plan, *band) for band in plan.bands]
+    first = commit_slide(plan, bands)
+    again = commit_slide(plan, bands)  # Ray retries a task whose worker died after the rename
+    assert first.status == again.status == "done"
+    assert again.n_tiles == first.n_tiles
+    assert part_state(store, "tiling", CONFIG.identity()) == "complete"

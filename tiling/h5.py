@@ -22,7 +22,7 @@ from slideflow_core.slides import open_slide
 from tiling.config import TilingConfig
 from tiling.qc import QC_COLUMNS
 from tiling.store import create_tile_store, finish_tile_store
-from tiling.view import open_store
+from tiling.view import TileStore, open_store
 
 
 class H5FormatError(SlideflowError):
@@ -44,43 +44,54 @@ def export_h5(
         Export only tiles whose QC ``keep`` flag is set.
     """
     tiles = open_store(store)
-    info = tiles.info
     coords = tiles.coords
     if keep_only:
         coords = coords[np.asarray(tiles.group["qc"]["keep"][:], bool)]
-    slide = tiles.attrs["slide"]
-    level = int(info["level"])
-    downsample = float(slide["level_downsamples"][level])
-    level_dim = slide["level_dimensions"][level]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with h5py.File(tmp, "w") as handle:
         dataset = handle.create_dataset("coords", data=coords.astype(np.int64))
-        attrs: dict[str, Any] = {
-            # CLAM: how to read (patch_size px at patch_level).
-            "patch_size": int(info["read_px"]),
-            "patch_level": level,
-            "downsample": np.array([downsample, downsample]),
-            "downsampled_level_dim": np.array(level_dim, dtype=np.int64),
-            "level_dim": np.array(slide["dimensions"], dtype=np.int64),
-            "name": tiles.slide_id,
-            "save_path": str(out.parent),
-            # TRIDENT: what it means physically.
-            "patch_size_level0": round(int(info["read_px"]) * downsample),
-            "target_magnification": 10.0 / float(info["mpp_requested"]),
-            "level0_magnification": 10.0 / float(slide["mpp"]) if slide.get("mpp") else -1.0,
-            "overlap": int(info["config"]["overlap_px"]),
-            "savetodir": str(out.parent),
-            # Ours: the exact resolution and output size.
-            "tile_px": int(info["tile_px"]),
-            "mpp": float(info["mpp_actual"]),
-            "coordinate_space": "level0_px",
-        }
-        for key, value in attrs.items():
+        for key, value in coords_attrs(tiles, out.parent).items():
             dataset.attrs[key] = value
     os.replace(tmp, out)
     return out
+
+
+def coords_attrs(tiles: TileStore, save_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The CLAM and TRIDENT attributes of a ``coords`` dataset describing ``tiles``' grid.
+
+    Parameters
+    ----------
+    tiles
+        An opened slide store.
+    save_dir
+        Folder recorded as ``save_path`` / ``savetodir`` (where the file goes).
+    """
+    info = tiles.info
+    slide = tiles.attrs["slide"]
+    level = int(info["level"])
+    downsample = float(slide["level_downsamples"][level])
+    return {
+        # CLAM: how to read (patch_size px at patch_level).
+        "patch_size": int(info["read_px"]),
+        "patch_level": level,
+        "downsample": np.array([downsample, downsample]),
+        "downsampled_level_dim": np.array(slide["level_dimensions"][level], dtype=np.int64),
+        "level_dim": np.array(slide["dimensions"], dtype=np.int64),
+        "name": tiles.slide_id,
+        "save_path": str(save_dir),
+        # TRIDENT: what it means physically.
+        "patch_size_level0": round(int(info["read_px"]) * downsample),
+        "target_magnification": 10.0 / float(info["mpp_requested"]),
+        "level0_magnification": 10.0 / float(slide["mpp"]) if slide.get("mpp") else -1.0,
+        "overlap": int(info["config"]["overlap_px"]),
+        "savetodir": str(save_dir),
+        # Ours: the exact resolution and output size.
+        "tile_px": int(info["tile_px"]),
+        "mpp": float(info["mpp_actual"]),
+        "coordinate_space": "level0_px",
+    }
 
 
 def read_h5_coords(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -94,12 +105,17 @@ def read_h5_coords(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, 
                     hint="give a CLAM/TRIDENT patches .h5 (or a features .h5 with coords)",
                 )
             coords = np.asarray(handle["coords"][:])
-            attrs = {k: _plain(v) for k, v in handle["coords"].attrs.items()}
+            attrs = plain_attrs(handle["coords"].attrs)
     except OSError as exc:
         raise H5FormatError(f"{path} is not a readable HDF5 file ({exc})") from exc
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise H5FormatError(f"{path}: 'coords' must be N x 2, got shape {coords.shape}")
     return coords.astype(np.int64), attrs
+
+
+def plain_attrs(attrs: Any) -> dict[str, Any]:
+    """HDF5 attributes as plain Python values (lists, numbers, ``str``)."""
+    return {key: _plain(value) for key, value in attrs.items()}
 
 
 def _plain(value: Any) -> Any:

@@ -8,7 +8,6 @@ a large slide's bands run on different workers.
 from __future__ import annotations
 
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import shapely
 from shapely.geometry import mapping
 
-from slideflow_core.errors import SlideflowError
+from slideflow_core.errors import failure_text
 from slideflow_core.geojson import read_roi
 from slideflow_core.provenance import file_fingerprint, package_versions, run_context
 from slideflow_core.slides import Slide, open_slide
@@ -235,6 +234,19 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideResult:
     config = plan.task.config
     n_kept = sum(b["kept"] for b in bands)
     methods = sorted({b["method"] for b in bands})
+    if not Path(plan.partial).exists() and (
+        part_state(plan.task.store, PART, config.identity()) == "complete"
+    ):
+        # A retried commit whose first attempt renamed the store before its worker died.
+        return SlideResult(
+            plan.task.slide_id,
+            "done",
+            plan.task.store,
+            n_tiles=plan.n_tiles,
+            n_kept=n_kept,
+            seconds=time.time() - plan.started,
+            details={"read_method": ",".join(methods)},
+        )
     info = {
         "identity": config.identity(),
         "config": config.to_dict(),
@@ -275,14 +287,12 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideResult:
 
 def failed(task: SlideTask, exc: BaseException, started: float) -> SlideResult:
     """A ``failed`` result carrying a one-line reason (the traceback for unexpected errors)."""
-    if isinstance(exc, SlideflowError):
-        message = str(exc).replace("\n", " ")
-    else:
-        message = f"{type(exc).__name__}: {exc}"
-        tail = traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]
-        message += " | " + " ".join(line.strip() for line in tail)
     return SlideResult(
-        task.slide_id, "failed", task.store, seconds=time.time() - started, error=message
+        task.slide_id,
+        "failed",
+        task.store,
+        seconds=time.time() - started,
+        error=failure_text(exc),
     )
 
 

@@ -36,20 +36,15 @@ Off the lattice, OpenSlide resamples a read by the sub-pixel remainder of
 from __future__ import annotations
 
 import itertools
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Iterator
 
 import numpy as np
 
+from slideflow_core.parallel import ordered_map
 from slideflow_core.slides import Slide, resize
 from tiling.native import JpegTileDecoder, find_jpeg_level
 
 METHODS = ("per_tile", "region", "native")
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 # Side of the centred block of stored JPEG tiles compared with the backend before
 # "auto" trusts the direct decoder.
@@ -207,7 +202,9 @@ class TileReader:
         def job(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return indices, read_block(coords[indices], level_xy[indices])
 
-        yield from _ordered_map(job, blocks, self.threads)
+        # A lone reader thread reads inline: a pool only pays off from two threads.
+        threads = self.threads if self.threads > 1 else 0
+        yield from ordered_map(job, blocks, threads=threads, name="tile-reader")
 
     def _finish(self, region: np.ndarray) -> np.ndarray:
         if self.read_px == self.tile_px:
@@ -291,18 +288,3 @@ def plan_blocks(level_xy: np.ndarray, read_px: int, max_region_px: int) -> list[
             left = x
     bounds = [*starts, len(xs)]
     return [np.arange(a, b) for a, b in itertools.pairwise(bounds)]
-
-
-def _ordered_map(fn: Callable[[_T], _R], items: Iterable[_T], threads: int) -> Iterator[_R]:
-    """``map(fn, items)`` on ``threads`` threads, in order, with at most 2x threads in flight."""
-    if threads == 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(threads, thread_name_prefix="tile-reader") as pool:
-        pending: deque[Future[_R]] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= 2 * threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()

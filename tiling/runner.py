@@ -8,7 +8,6 @@ the others. Per-slide status files and a summary table are written at the end.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import deque
@@ -102,14 +101,7 @@ def _remote_functions(ray: Any) -> dict[str, Any]:
 
 
 def _write_status(layout: ProjectLayout, result: SlideResult) -> None:
-    try:
-        path = layout.status(result.slide_id)
-    except ValueError:  # an unsafe id names no file; the summary table still has the row
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**asdict(result), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-    os.replace(tmp, path)
+    layout.write_status(result.slide_id, asdict(result))
 
 
 def _tasks(

@@ -90,7 +90,7 @@ class TileStore:
         """
         selection = indices if isinstance(indices, slice) else np.asarray(list(indices), np.int64)
         if self.has_pixels:
-            tiles = np.asarray(self.group["tiles"][selection])
+            tiles = _read_rows(self.group["tiles"], selection)
         else:
             tiles = self._read_from_slide(self.coords[selection])
             if stain is None and self.info.get("stain"):
@@ -129,6 +129,20 @@ class TileStore:
             for s in starts
         ]
         return da.concatenate(blocks) if blocks else da.zeros((0, px, px, 3), np.uint8)
+
+
+def _read_rows(array: zarr.Array, rows: slice | np.ndarray) -> np.ndarray:
+    """``array[rows]``, reading each run of consecutive indices as one slice.
+
+    Zarr serves an integer-array selection of a sharded array chunk by chunk:
+    32 scattered 224-px tiles took 1.5-6 s that way and 25-35 ms as slices.
+    """
+    if isinstance(rows, slice):
+        return np.asarray(array[rows])
+    if not len(rows):
+        return np.empty((0, *array.shape[1:]), array.dtype)
+    runs = np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1)
+    return np.concatenate([np.asarray(array[int(r[0]) : int(r[-1]) + 1]) for r in runs])
 
 
 def _delayed_read(store: TileStore, window: slice) -> Any:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from slideflow_core.cohort.ids import safe_slide_id, unsafe_reason
 from slideflow_core.cohort.records import is_uri
@@ -97,9 +100,35 @@ class ProjectLayout:
         """``root/thumbnails/<slide_id>.png``; ``ValueError`` for an unsafe id."""
         return self.thumbnails_dir / f"{safe_slide_id(slide_id)}.png"
 
-    def status(self, slide_id: str) -> Path:
-        """``root/status/<slide_id>.json``; ``ValueError`` for an unsafe id."""
-        return self.status_dir / f"{safe_slide_id(slide_id)}.json"
+    def status(self, slide_id: str, stage: str | None = None) -> Path:
+        """``root/status/<slide_id>.json`` (tiling) or ``root/status/<stage>/<slide_id>.json``.
+
+        ``ValueError`` for an unsafe id or stage name.
+        """
+        if stage is None:
+            return self.status_dir / f"{safe_slide_id(slide_id)}.json"
+        reason = unsafe_reason(stage)
+        if reason is not None:
+            raise ValueError(f"unsafe stage name {stage!r}: {reason}")
+        return self.status_dir / stage / f"{safe_slide_id(slide_id)}.json"
+
+    def write_status(
+        self, slide_id: str, record: dict[str, Any], stage: str | None = None
+    ) -> Path | None:
+        """Atomically write a slide's status record (with the time) to :meth:`status`.
+
+        Returns the path, or ``None`` for an unsafe id, which names no file (the
+        stage's summary table still carries its row).
+        """
+        try:
+            path = self.status(slide_id, stage)
+        except ValueError:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({**record, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        os.replace(tmp, path)
+        return path
 
     def run(self, name: str) -> Path:
         """``root/runs/<name>``; ``ValueError`` for a name unsafe as a folder name."""

@@ -1,0 +1,404 @@
+"""Embedding throughput from tile stores: ours (Ray actors + prefetch) vs naive vs the model floor.
+
+For each model (the ``handcrafted`` embedder and a random-init ViT-S/14), over the
+tile stores of a project (``--data`` is a project, or slides that are tiled first
+at ``--mpp`` / ``--tile-px`` into a temporary project), each measurement in its
+own subprocess so its peak memory is its own:
+
+- floor: the model's ``forward`` alone on preprocessed batches already in memory
+  (torch on every core), at several batch sizes;
+- naive: one thread reads a batch from the store, preprocesses it, runs the
+  model, writes the rows, and only then reads the next (``embed_slide`` with no
+  loader threads): what a plain loop does;
+- naive CLAM-style: per-tile ``read_at`` from the slide, then preprocess and
+  forward, sequentially (no store needed);
+- ours: ``embedders.embed_cohort`` (Ray actors, loader threads feeding a bounded
+  queue), with one actor using every core for torch and with one single-threaded
+  actor per core. "tiles/s" is the steady rate (actor start-up excluded, it is
+  shown apart); "x floor" divides by the best floor.
+
+Peak RSS is reported for the measuring process (the Ray driver for "ours") and
+for the largest embedder actor. On a CUDA machine the same script runs on the
+GPU and reports its mean utilisation.
+
+    python benchmarks/embedding.py --quick
+    python benchmarks/embedding.py --data project_dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import default_data_dir, peak_rss_mb, print_table, write_json
+
+# benchmarks/tiling.py is named like the package: take this folder off the import path
+# (after importing _common) so that "import tiling" finds the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+MODELS = {"handcrafted": None, "dinov2_vits14": "random"}  # name -> weights
+#: Slides with fewer kept tiles measure per-slide set-up, not throughput: left out.
+MIN_TILES = 32
+SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".dcm", ".qptiff"}
+COLUMNS = [
+    "model",
+    "method",
+    "tiles",
+    "batch",
+    "tiles/s",
+    "x floor",
+    "start-up s",
+    "peak RSS MB",
+    "actor RSS MB",
+    "GPU util %",
+]
+
+
+# -- the project -------------------------------------------------------------------------
+def prepare_project(data: Path, work: Path, *, mpp: float, tile_px: int, synthetic_px: int) -> Path:
+    """The project measured: ``data`` itself, or its slides tiled into ``work/project``.
+
+    A synthetic slide (``synthetic_px`` square at 0.25 µm/px) is tiled with them, so
+    there are enough tiles for a steady state.
+    """
+    if (data / "stores").is_dir():
+        return data
+    import pandas as pd
+
+    from slideflow_core.synthetic import SyntheticSlideSpec, write_synthetic_slide
+    from tiling import TilingConfig, tile_cohort
+
+    paths = [data] if data.is_file() else sorted(data.iterdir())
+    rows = [
+        {"slide_id": p.stem, "path": str(p)} for p in paths if p.suffix.lower() in SLIDE_SUFFIXES
+    ]
+    slide = work / "synthetic.svs"
+    write_synthetic_slide(slide, SyntheticSlideSpec(width_px=synthetic_px, height_px=synthetic_px))
+    rows.append({"slide_id": "synthetic", "path": str(slide)})
+    manifest = work / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    project = work / "project"
+    config = TilingConfig(mpp=mpp, tile_px=tile_px)
+    report = tile_cohort(manifest, project, config, num_cpus=os.cpu_count(), progress=False)
+    print(report, file=sys.stderr)
+    return project
+
+
+def kept_tiles(project: Path, limit: int | None = None) -> list[tuple[Path, np.ndarray]]:
+    """The measured stores with their kept tiles, largest first, up to ``limit`` tiles.
+
+    Stores with fewer than :data:`MIN_TILES` kept tiles are left out; slides are
+    taken whole, so the last one may pass ``limit``.
+    """
+    from tiling import open_store
+
+    found = []
+    for path in sorted((project / "stores").glob("*.zarr")):
+        keep = np.flatnonzero(open_store(path).qc()["keep"].to_numpy())
+        if len(keep) >= MIN_TILES:
+            found.append((path, keep))
+    found.sort(key=lambda item: -len(item[1]))
+    out, total = [], 0
+    for path, keep in found:
+        if limit is not None and total >= limit:
+            break
+        out.append((path, keep))
+        total += len(keep)
+    return out
+
+
+# -- resource sampling -------------------------------------------------------------------
+class Sampler:
+    """Polls the largest embedder-actor RSS and the GPU utilisation while a run lasts."""
+
+    def __init__(self) -> None:
+        self.actor_rss_mb = 0.0
+        self.gpu: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.2):
+            for proc in psutil.process_iter(["cmdline", "memory_info"]):
+                title = " ".join(proc.info["cmdline"] or [])
+                if "EmbedderActor" in title and proc.info["memory_info"] is not None:
+                    rss = proc.info["memory_info"].rss / 2**20
+                    self.actor_rss_mb = max(self.actor_rss_mb, rss)
+            self.gpu.extend(_gpu_utilisation())
+
+    @property
+    def gpu_mean(self) -> float | str:
+        return float(np.mean(self.gpu)) if self.gpu else "n/a"
+
+
+def _gpu_utilisation() -> list[float]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    try:
+        return [float(torch.cuda.utilization(i)) for i in range(torch.cuda.device_count())]
+    except Exception:  # pynvml missing: utilisation unknown, not an error
+        return []
+
+
+# -- one measurement per subprocess -------------------------------------------------------
+def _embedder(model: str, weights: str | None) -> Any:
+    import torch
+
+    import embedders
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    return embedders.create(model, weights=weights)
+
+
+def run_floor(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Forward passes alone on preprocessed batches held in memory."""
+    from tiling import open_store
+
+    emb = _embedder(args.model, args.weights)
+    stores = kept_tiles(Path(args.project), args.max_tiles)
+    path, keep = stores[0]
+    tiles = open_store(path).read_tiles(keep[: max(args.batch_sizes)])
+    rows = []
+    for batch in args.batch_sizes:
+        sample = np.resize(tiles, (batch, *tiles.shape[1:]))  # repeats tiles when few
+        inputs = emb.preprocess(sample)
+        if str(emb.device).startswith("cuda"):
+            inputs = inputs.to(emb.device)
+        emb.forward(inputs)  # warm-up (allocations, autotuning)
+        n = max(args.floor_tiles, batch)
+        calls = -(-n // batch)
+        start = time.perf_counter()
+        for _ in range(calls):
+            emb.forward(inputs)
+        seconds = time.perf_counter() - start
+        rows.append(
+            {
+                "method": "floor: forward only",
+                "tiles": calls * batch,
+                "batch": batch,
+                "tiles/s": calls * batch / seconds,
+            }
+        )
+    return rows
+
+
+def run_naive(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Read, preprocess, forward and write, one batch after another on one thread."""
+    from embedders import embed_slide
+
+    emb = _embedder(args.model, args.weights)
+    stores = kept_tiles(Path(args.project), args.max_tiles)
+    batch = args.batch_sizes[0]
+    tiles, seconds = 0, 0.0
+    for path, _ in stores:
+        start = time.perf_counter()
+        result = embed_slide(
+            path, emb, batch_size=batch, name="bench-naive", overwrite=True, loader_threads=0
+        )
+        seconds += time.perf_counter() - start
+        tiles += result.n_tiles
+    return [
+        {
+            "method": "naive: read, then forward",
+            "tiles": tiles,
+            "batch": batch,
+            "tiles/s": tiles / seconds,
+        }
+    ]
+
+
+def run_clam(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """CLAM-style: one ``read_at`` per tile from the slide, then preprocess and forward."""
+    from tiling import open_store
+
+    emb = _embedder(args.model, args.weights)
+    stores = kept_tiles(Path(args.project), args.max_tiles)
+    batch = args.batch_sizes[0]
+    tiles, seconds = 0, 0.0
+    for path, keep in stores:
+        store = open_store(path)
+        coords = store.coords[keep]
+        mpp, px = float(store.info["mpp_requested"]), int(store.info["tile_px"])
+        start = time.perf_counter()
+        with store.open_slide() as slide:
+            for first in range(0, len(coords), batch):
+                xy = coords[first : first + batch]
+                read = np.stack([slide.read_at(tuple(c), mpp=mpp, tile_px=px) for c in xy])
+                emb.forward(emb.preprocess(read))
+        seconds += time.perf_counter() - start
+        tiles += len(coords)
+    return [
+        {
+            "method": "naive CLAM: read_at per tile",
+            "tiles": tiles,
+            "batch": batch,
+            "tiles/s": tiles / seconds,
+        }
+    ]
+
+
+def run_ours(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``embed_cohort`` on a local Ray instance with ``--actors`` actors."""
+    from embedders import embed_cohort
+    from slideflow_core.ray_runtime import ensure_ray
+
+    project = Path(args.project)
+    ids = [path.name.removesuffix(".zarr") for path, _ in kept_tiles(project, args.max_tiles)]
+    ensure_ray("local", num_cpus=os.cpu_count())
+    with Sampler() as sampler:
+        report = embed_cohort(
+            project,
+            args.model,
+            weights=args.weights,
+            cohort=ids,
+            batch_size=args.batch_sizes[0] if args.batch_sizes else None,
+            num_actors=args.actors,
+            name=f"bench-ours-{args.actors}",
+            overwrite=True,
+            progress=False,
+        )
+    assert report.ok, str(report)
+    steady = report.seconds - report.startup_seconds
+    return [
+        {
+            "method": f"ours: {report.actors}",
+            "tiles": report.tiles_embedded,
+            "batch": report.results[0].details.get("batch_size"),
+            "tiles/s": report.tiles_embedded / steady,
+            "start-up s": report.startup_seconds,
+            "actor RSS MB": sampler.actor_rss_mb,
+            "GPU util %": sampler.gpu_mean,
+        }
+    ]
+
+
+RUNNERS = {"floor": run_floor, "naive": run_naive, "clam": run_clam, "ours": run_ours}
+
+
+def measure(mode: str, model: str, project: Path, options: list[str]) -> list[dict[str, Any]]:
+    """Run one measurement in a fresh interpreter; its rows with its own peak RSS."""
+    command = [
+        sys.executable,
+        __file__,
+        "--_run",
+        mode,
+        "--model",
+        model,
+        "--project",
+        str(project),
+        *options,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        return [{"model": model, "method": f"{mode}: FAILED"}]
+    return [{"model": model, **row} for row in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=default_data_dir(), help="project or slides")
+    parser.add_argument("--quick", action="store_true", help="about 160 tiles")
+    parser.add_argument("--mpp", type=float, default=0.5)
+    parser.add_argument("--tile-px", type=int, default=224)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/embedding.json)")
+    # Inside a measuring subprocess:
+    parser.add_argument("--_run", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--project", help=argparse.SUPPRESS)
+    parser.add_argument("--max-tiles", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-tiles", type=int, default=256, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[32],
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument("--actors", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args._run:
+        rows = RUNNERS[args._run](args)
+        for row in rows:
+            row.setdefault("peak RSS MB", peak_rss_mb())
+        print(json.dumps(rows))
+        return 0
+
+    max_tiles = 160 if args.quick else None
+    floor_tiles = 128 if args.quick else 512
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="sfc-embed-bench-") as tmp:
+        project = prepare_project(
+            args.data,
+            Path(tmp),
+            mpp=args.mpp,
+            tile_px=args.tile_px,
+            synthetic_px=8192 if args.quick else 16384,
+        )
+        n_tiles = sum(len(k) for _, k in kept_tiles(project, max_tiles))
+        if not n_tiles:
+            raise SystemExit(f"no slide in {project} has {MIN_TILES} kept tiles")
+        print(f"project {project}: {n_tiles} kept tiles of {args.tile_px} px", file=sys.stderr)
+        rows: list[dict[str, Any]] = []
+        for model in args.models.split(","):
+            common = ["--floor-tiles", str(floor_tiles)]
+            if MODELS.get(model):
+                common += ["--weights", MODELS[model]]
+            if max_tiles:
+                common += ["--max-tiles", str(max_tiles)]
+            found = measure("floor", model, project, [*common, "--batch-sizes", "16,32,64"])
+            found += measure("naive", model, project, common)
+            found += measure("clam", model, project, common)
+            for actors in sorted({1, cores}):
+                found += measure("ours", model, project, [*common, "--actors", str(actors)])
+            best = max((r.get("tiles/s", 0) for r in found if "floor" in r["method"]), default=0)
+            for row in found:
+                if best and row.get("tiles/s"):
+                    row["x floor"] = row["tiles/s"] / best
+            rows += found
+            print_table(found, COLUMNS)
+            print(file=sys.stderr)
+    print()
+    print_table(rows, COLUMNS)
+    path = write_json(
+        "embedding",
+        {
+            "data": str(args.data),
+            "quick": args.quick,
+            "cores": cores,
+            "tiles": n_tiles,
+            "mpp": args.mpp,
+            "tile_px": args.tile_px,
+            "rows": rows,
+        },
+        args.out,
+    )
+    print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Ordered, bounded prefetching on threads: the pattern behind tile readers and loaders."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def ordered_map(
+    fn: Callable[[_T], _R],
+    items: Iterable[_T],
+    *,
+    threads: int,
+    in_flight: int | None = None,
+    name: str = "sfc-worker",
+) -> Iterator[_R]:
+    """``map(fn, items)`` on a pool of ``threads`` threads, results in order, memory bounded.
+
+    At most ``in_flight`` items (default ``2 * threads``) are submitted ahead of
+    the consumer, so a slow consumer holds back the producers instead of letting
+    results pile up, and a fast one finds the next result ready.
+
+    Parameters
+    ----------
+    fn
+        Work for one item; it must be thread-safe.
+    items
+        Consumed lazily.
+    threads
+        Pool size; ``0`` runs ``fn`` inline in the caller's thread (no prefetch).
+    in_flight
+        Results computed ahead of the consumer (at least 1).
+    name
+        Thread name prefix (shows in profilers and ``py-spy``).
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    if threads == 0:
+        yield from map(fn, items)
+        return
+    limit = max(1, in_flight if in_flight is not None else 2 * threads)
+    with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
+        pending: deque[Future[_R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= limit:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # a consumer that stops early (or an error) must not wait for queued work
+            for future in pending:
+                future.cancel()
