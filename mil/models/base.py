@@ -1,0 +1,134 @@
+"""What every MIL head shares: its output record, the base class and masked pooling.
+
+A head takes a padded batch of bags ``x`` (B, N, D) with ``mask`` (B, N)
+marking real instances, and returns a :class:`HeadOutput`. Heads whose
+``batched`` metadata is false are always called one bag at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadOutput:
+    """The result of one forward pass of a MIL head.
+
+    Attributes
+    ----------
+    logits
+        (B, n_out) bag-level outputs.
+    scores
+        (B, N) per-instance attention or scores, or (B, N, K) with one column per
+        output (class-wise attention, instance logits). Padded rows are 0.
+    embedding
+        (B, E) bag representation before the last layer, when the head has one.
+    aux_logits
+        (B, n_out) a second bag-level prediction trained with the task loss (DSMIL's
+        max-instance stream), weighted by the head's ``aux_weight``.
+    aux_loss
+        A head-specific auxiliary loss (CLAM's instance clustering, SC-MIL's
+        supervised contrastive loss), weighted by ``aux_weight``.
+    """
+
+    logits: torch.Tensor
+    scores: torch.Tensor
+    embedding: torch.Tensor | None = None
+    aux_logits: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+
+
+class MILHead(nn.Module):
+    """Base of the heads: an instance encoder (linear, ReLU, dropout) and the options.
+
+    Parameters
+    ----------
+    in_dim
+        Feature dimension D of the instances.
+    n_out
+        Number of outputs (classes, 1 for regression or Cox, time bins).
+    hidden_dim
+        Width of the instance encoder.
+    dropout
+        Dropout after the encoder and inside attention.
+    """
+
+    aux_weight: float = 0.0
+
+    def __init__(self, in_dim: int, n_out: int, *, hidden_dim: int = 256, dropout: float = 0.25):
+        super().__init__()
+        if in_dim < 1 or n_out < 1 or hidden_dim < 1 or not 0 <= dropout < 1:
+            raise ValueError(
+                f"{type(self).__name__}: in_dim, n_out and hidden_dim must be positive and "
+                f"0 <= dropout < 1 (got {in_dim}, {n_out}, {hidden_dim}, {dropout})"
+            )
+        self.in_dim, self.n_out, self.hidden_dim = in_dim, n_out, hidden_dim
+        self.encoder = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout))
+
+    def phases(self) -> tuple[str, ...]:
+        """Training phases run one after another (most heads have one)."""
+        return ("train",)
+
+    def set_phase(self, phase: str) -> None:
+        """Switch to training phase ``phase`` (see :meth:`phases`)."""
+        if phase not in self.phases():
+            raise ValueError(f"{type(self).__name__} has no phase {phase!r}")
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, classes: torch.Tensor | None = None
+    ) -> HeadOutput:
+        """Score a batch of bags.
+
+        Parameters
+        ----------
+        x
+            (B, N, D) instance features (padded).
+        mask
+            (B, N) true for real instances; ``None`` when nothing is padded.
+        classes
+            (B,) class indices during training of a classification task, for heads
+            with an auxiliary loss; ``None`` otherwise.
+        """
+        raise NotImplementedError
+
+
+def full_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``mask``, or all-true of shape (B, N) when there is none."""
+    return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over instances (dim 1) of (B, N[, K]) logits, padded rows exactly 0."""
+    if logits.dim() == 3:
+        mask = mask[..., None]
+    weights = torch.softmax(logits.masked_fill(~mask, -torch.inf), dim=1)
+    return weights.masked_fill(~mask, 0.0)
+
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real instances of (B, N, E) → (B, E)."""
+    weights = mask.to(h.dtype)[..., None]
+    return (h * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+class AttentionNet(nn.Module):
+    """Attention logits (B, N, K) of Ilse et al.: wᵀ tanh(V h), or gated wᵀ(tanh(V h) ⊙ σ(U h))."""
+
+    def __init__(self, dim: int, attn_dim: int, n_branches: int, *, gated: bool, dropout: float):
+        super().__init__()
+        self.v = nn.Sequential(nn.Linear(dim, attn_dim), nn.Tanh(), nn.Dropout(dropout))
+        self.u = (
+            nn.Sequential(nn.Linear(dim, attn_dim), nn.Sigmoid(), nn.Dropout(dropout))
+            if gated
+            else None
+        )
+        self.w = nn.Linear(attn_dim, n_branches)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        a = self.v(h)
+        if self.u is not None:
+            a = a * self.u(h)
+        return self.w(a)

@@ -1,0 +1,426 @@
+"""The trainer shared by every head and task.
+
+AdamW with a cosine or plateau schedule, early stopping on a validation metric
+(restoring the best weights), gradient accumulation, mixed precision on CUDA
+only, class weighting or balanced sampling, instance dropout and a size cap
+for huge bags, and seeded, repeatable runs. Bags are streamed from their
+source one padded batch at a time, so memory is bounded by
+``batch_size × max_instances × D`` whatever the cohort size.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from mil.data import BagSource, sample_rows
+from mil.errors import MILError
+from mil.models.base import HeadOutput, MILHead
+from mil.tasks import Classification, Task
+
+SCHEDULES = ("cosine", "plateau", "constant")
+BALANCING = ("none", "weights", "sampler")
+LOWER_IS_BETTER = {"loss", "mae", "rmse", "ece"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train a head.
+
+    Parameters
+    ----------
+    epochs
+        Epochs per training phase.
+    lr, weight_decay
+        AdamW learning rate and weight decay.
+    batch_size
+        Bags per forward pass (padded to the longest; masked).
+    accumulate
+        Batches whose gradients are summed before each optimiser step.
+    schedule
+        ``"cosine"`` (to 0 over the epochs), ``"plateau"`` (halve when the
+        monitored metric stalls for ``patience // 2`` epochs) or ``"constant"``.
+    patience
+        Early stopping: epochs without improvement of ``monitor`` on the
+        validation bags before stopping; ``None`` trains every epoch. The best
+        epoch's weights are restored either way when there is a validation set.
+    monitor
+        Validation metric for early stopping (``"loss"``, ``"auroc"``, ``"c_index"``…);
+        default: the validation loss.
+    balance
+        ``"weights"``: class-weighted loss; ``"sampler"``: draw bags with
+        probability inverse to their class frequency; ``"none"``.
+    max_instances
+        Train on at most this many randomly chosen instances per bag (huge bags).
+    instance_dropout
+        Share of instances dropped at random from each training bag.
+    standardize
+        Standardise features with the training bags' mean and std (kept in the model).
+    amp
+        Mixed precision when training on CUDA (ignored on CPU).
+    grad_clip
+        Clip the gradient norm to this value.
+    seed
+        Seed of initialisation, sampling and dropout.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
+    num_workers
+        DataLoader processes reading bags (0: in this process).
+    progress
+        Show a progress bar over epochs.
+    """
+
+    epochs: int = 40
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 1
+    accumulate: int = 1
+    schedule: str = "cosine"
+    patience: int | None = 10
+    min_epochs: int = 0
+    monitor: str | None = None
+    balance: str = "none"
+    max_instances: int | None = None
+    instance_dropout: float = 0.0
+    standardize: bool = False
+    amp: bool = True
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "accumulate": self.accumulate,
+        }
+        bad = [f"{k}={v}" for k, v in positive.items() if v < 1]
+        if self.lr <= 0 or self.weight_decay < 0:
+            bad.append(f"lr={self.lr}, weight_decay={self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            bad.append(f"schedule={self.schedule!r} (one of {SCHEDULES})")
+        if self.balance not in BALANCING:
+            bad.append(f"balance={self.balance!r} (one of {BALANCING})")
+        if self.min_epochs < 0 or self.min_epochs > self.epochs:
+            bad.append(f"min_epochs={self.min_epochs} (0 to epochs)")
+        if self.patience is not None and self.patience < 1:
+            bad.append(f"patience={self.patience}")
+        if self.max_instances is not None and self.max_instances < 1:
+            bad.append(f"max_instances={self.max_instances}")
+        if not 0 <= self.instance_dropout < 1:
+            bad.append(f"instance_dropout={self.instance_dropout}")
+        if bad:
+            raise ValueError(f"invalid TrainConfig: {', '.join(bad)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data."""
+        return asdict(self)
+
+
+class MILModel(nn.Module):
+    """A head together with the feature standardisation it was trained with."""
+
+    def __init__(self, head: MILHead):
+        super().__init__()
+        self.head = head
+        self.register_buffer("mean", torch.zeros(head.in_dim))
+        self.register_buffer("std", torch.ones(head.in_dim))
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, classes: torch.Tensor | None = None
+    ) -> HeadOutput:
+        """Standardise ``x`` (B, N, D) and run the head."""
+        return self.head((x - self.mean) / self.std, mask, classes)
+
+
+def fit_standardizer(
+    source: BagSource, *, rows_per_bag: int = 4096, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std over the bags (at most ``rows_per_bag`` rows of each)."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros(source.dim)
+    squares = np.zeros(source.dim)
+    count = 0
+    for i in range(len(source)):
+        rows = sample_rows(source.size(i), max_instances=rows_per_bag, dropout=0.0, rng=rng)
+        x = source.features(i, rows).astype(np.float64)
+        total += x.sum(axis=0)
+        squares += (x**2).sum(axis=0)
+        count += len(x)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
+class _TrainingBags(Dataset):
+    """Bag ``i`` of a source with its training rows sampled, seeded per (epoch, bag)."""
+
+    def __init__(self, source: BagSource, config: TrainConfig) -> None:
+        self.source, self.config, self.epoch = source, config, 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng([self.config.seed, self.epoch, i])
+        rows = sample_rows(
+            self.source.size(i),
+            max_instances=self.config.max_instances,
+            dropout=self.config.instance_dropout,
+            rng=rng,
+        )
+        return torch.from_numpy(np.ascontiguousarray(self.source.features(i, rows))), i
+
+
+def pad_batch(
+    items: Sequence[tuple[torch.Tensor, int]],
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Stack bags (N_i, D) into (B, max N, D) with a (B, max N) mask of real rows."""
+    longest = max(len(x) for x, _ in items)
+    x = torch.zeros(len(items), longest, items[0][0].shape[1])
+    mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for row, (bag, _) in enumerate(items):
+        x[row, : len(bag)] = bag
+        mask[row, : len(bag)] = True
+    return x, mask, [i for _, i in items]
+
+
+@dataclass
+class FitResult:
+    """What training produced besides the weights (restored to the best epoch)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_value: float = float("nan")
+    monitor: str = "loss"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Predictions of a model on a set of bags."""
+
+    predictions: np.ndarray  # (n, len(task.columns))
+    targets: np.ndarray | None
+    loss: float
+    metrics: dict[str, Any]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def compose_loss(
+    task: Task, head: MILHead, out: HeadOutput, target: torch.Tensor, weight: torch.Tensor | None
+) -> torch.Tensor:
+    """Task loss, mixed with the head's auxiliary loss: (1 − w) · task + w · aux."""
+    loss = task.loss(out.logits, target, weight)
+    w = head.aux_weight
+    if out.aux_logits is not None:
+        loss = (1 - w) * loss + w * task.loss(out.aux_logits, target, weight)
+    if out.aux_loss is not None:
+        loss = (1 - w) * loss + w * out.aux_loss
+    return loss
+
+
+def _epoch_batches(
+    targets: np.ndarray, task: Task, config: TrainConfig, rng: np.random.Generator
+) -> list[list[int]]:
+    n = len(targets)
+    if config.balance == "sampler" and isinstance(task, Classification):
+        counts = np.bincount(targets, minlength=task.n_out).astype(np.float64)
+        p = 1.0 / counts[targets]
+        order = rng.choice(n, size=n, replace=True, p=p / p.sum())
+    else:
+        order = rng.permutation(n)
+    return [order[i : i + config.batch_size].tolist() for i in range(0, n, config.batch_size)]
+
+
+def _monitor(task: Task, config: TrainConfig) -> tuple[str, bool]:
+    name = config.monitor or task.monitor[0]
+    return name, name in LOWER_IS_BETTER
+
+
+class _Stopper:
+    def __init__(self, lower_is_better: bool, patience: int | None) -> None:
+        self.sign = 1.0 if lower_is_better else -1.0
+        self.best = math.inf
+        self.patience, self.stale = patience, 0
+
+    def improved(self, value: float) -> bool:
+        if not math.isnan(value) and self.sign * value < self.best:
+            self.best, self.stale = self.sign * value, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def done(self) -> bool:
+        return self.patience is not None and self.stale >= self.patience
+
+
+def fit(
+    model: MILModel,
+    task: Task,
+    train: BagSource,
+    val: BagSource | None,
+    config: TrainConfig,
+) -> FitResult:
+    """Train ``model`` in place on ``train``, early-stopping on ``val``.
+
+    Runs each of the head's phases (most heads: one) for ``config.epochs``
+    epochs; early stopping and best-weight restoring apply to the last phase.
+
+    Raises
+    ------
+    MILError
+        If the head needs class labels (a contrastive phase) and the task has none.
+    """
+    head = model.head
+    if "contrastive" in head.phases() and not isinstance(task, Classification):
+        raise MILError(f"{type(head).__name__} phase 'contrastive' needs a classification task")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = resolve_device(config.device)
+    if config.standardize:
+        mean, std = fit_standardizer(train, seed=config.seed)
+        model.mean.copy_(torch.from_numpy(mean))
+        model.std.copy_(torch.from_numpy(std))
+    model.to(device)
+    targets = task.encode(train.labels)
+    weight = None
+    if config.balance == "weights" and isinstance(task, Classification):
+        counts = np.bincount(targets, minlength=task.n_out).astype(np.float32)
+        weight = torch.from_numpy(len(targets) / (task.n_out * np.maximum(counts, 1))).to(device)
+    target_tensor = torch.from_numpy(targets)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    dataset = _TrainingBags(train, config)
+    monitor, lower = _monitor(task, config)
+    result = FitResult(monitor=monitor)
+    phases = head.phases()
+    for phase_index, phase in enumerate(phases):
+        head.set_phase(phase)
+        last_phase = phase_index == len(phases) - 1
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler: Any = None
+        if config.schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+        elif config.schedule == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min" if lower else "max", factor=0.5,
+                patience=max(1, (config.patience or 10) // 2),
+            )  # fmt: skip
+        stopper = _Stopper(lower, config.patience)
+        best_state = None
+        epochs = tqdm(range(config.epochs), desc=phase, disable=not config.progress, leave=False)
+        for epoch in epochs:
+            dataset.epoch = epoch + phase_index * config.epochs
+            model.train()
+            loader = DataLoader(
+                dataset,
+                batch_sampler=_epoch_batches(targets, task, config, rng),
+                collate_fn=pad_batch,
+                num_workers=config.num_workers,
+            )
+            running, steps = 0.0, 0
+            optimizer.zero_grad(set_to_none=True)
+            for step, (x, mask, index) in enumerate(loader):
+                target = target_tensor[index].to(device)
+                with torch.autocast(device.type, enabled=use_amp):
+                    out = model(x.to(device), mask.to(device), task.classes_of(target))
+                    loss = compose_loss(task, head, out, target, weight)
+                scaler.scale(loss / config.accumulate).backward()
+                running, steps = running + float(loss.detach()), steps + 1
+                if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
+                    if config.grad_clip is not None:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+            record: dict[str, Any] = {"phase": phase, "epoch": epoch, "train_loss": running / steps}
+            value = math.nan
+            if val is not None and len(val):
+                evaluation = evaluate(model, task, val, device=device)
+                value = (
+                    evaluation.loss
+                    if monitor == "loss"
+                    else evaluation.metrics.get(monitor, math.nan)
+                )
+                record["val_loss"] = evaluation.loss
+                record[f"val_{monitor}"] = value
+            result.history.append(record)
+            epochs.set_postfix(loss=f"{record['train_loss']:.4f}")
+            if scheduler is not None:
+                if config.schedule == "plateau":
+                    if not math.isnan(value):
+                        scheduler.step(value)
+                else:
+                    scheduler.step()
+            if last_phase and not math.isnan(value) and epoch + 1 >= config.min_epochs:
+                if stopper.improved(value):
+                    best_state = copy.deepcopy(model.state_dict())
+                    result.best_epoch, result.best_value = epoch, float(value)
+                if stopper.done:
+                    break
+        if last_phase:
+            if best_state is not None:
+                model.load_state_dict(best_state)
+            else:
+                result.best_epoch = epoch
+    model.eval()
+    return result
+
+
+@torch.no_grad()
+def predict_bags(
+    model: MILModel, task: Task, source: BagSource, *, device: torch.device | None = None
+) -> tuple[np.ndarray, torch.Tensor, list[np.ndarray]]:
+    """Run ``model`` on every bag of ``source``, one bag at a time, in eval mode.
+
+    Returns
+    -------
+    tuple
+        (predictions (n, len(task.columns)), logits (n, n_out), per-bag instance
+        scores (M_i,) or (M_i, K)).
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    logits, scores = [], []
+    for i in range(len(source)):
+        x = torch.from_numpy(np.ascontiguousarray(source.features(i)))[None].to(device)
+        out = model(x)
+        logits.append(out.logits.float().cpu())
+        scores.append(out.scores[0].float().cpu().numpy())
+    stacked = torch.cat(logits) if logits else torch.zeros(0, task.n_out)
+    return task.predict(stacked), stacked, scores
+
+
+def evaluate(
+    model: MILModel, task: Task, source: BagSource, *, device: torch.device | None = None
+) -> Evaluation:
+    """Predictions, loss and metrics of ``model`` on labelled bags."""
+    predictions, logits, _ = predict_bags(model, task, source, device=device)
+    targets = task.encode(source.labels)
+    loss = float(task.loss(logits, torch.from_numpy(targets)))
+    return Evaluation(
+        predictions=predictions,
+        targets=targets,
+        loss=loss,
+        metrics=task.metrics(targets, predictions),
+    )
