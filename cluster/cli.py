@@ -1,0 +1,193 @@
+"""``sfc run``, ``sfc submit``, ``sfc status``, ``sfc logs``, ``sfc cancel`` (entry points).
+
+The same commands run as ``python -m cluster ...``, which is how a submitted
+job starts on the cluster (no console script needed there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from slideflow_core.errors import SlideflowError
+
+
+def _config(args: argparse.Namespace) -> object:
+    from cluster.config import PipelineConfig, PipelineConfigError
+
+    if args.config:
+        config = PipelineConfig.from_yaml(args.config)
+        return config.with_run_dir(args.run_dir) if args.run_dir else config
+    if not args.run_dir:
+        raise PipelineConfigError(
+            "no pipeline config and no run directory",
+            hint="pass --config pipeline.yaml, or --run-dir DIR to tile with the defaults",
+        )
+    return PipelineConfig(run_dir=args.run_dir)
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", help="cohort manifest (CSV, TSV or Parquet)")
+    parser.add_argument("--config", help="pipeline YAML (stages, tiling, embed, run_dir)")
+    parser.add_argument("--run-dir", help="run directory (overrides the config's run_dir)")
+
+
+def register_run(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sfc run MANIFEST [--config pipeline.yaml]``."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run the pipeline (tile -> embed) over a cohort on Ray, resumably",
+        description="Run the configured stages over every slide on Ray (a local instance, "
+        "or the cluster of $RAY_ADDRESS / --address). Rerunning resumes: finished slides are "
+        "skipped. Writes pipeline/config.yaml, pipeline/state.json and pipeline/report.json "
+        "in the run directory.",
+    )
+    _add_config_options(parser)
+    parser.add_argument("--address", help="Ray cluster to join (default: local Ray)")
+    parser.add_argument("--num-cpus", type=int, help="cores for a local Ray instance")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cluster.pipeline import run
+
+    report = run(
+        args.manifest,
+        _config(args),
+        address=args.address,
+        num_cpus=args.num_cpus,
+        progress=not args.no_progress,
+    )
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray dashboard of the head, http://HEAD:8265 (default $RAY_ADDRESS)",
+    )
+
+
+def register_submit(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sfc submit MANIFEST --address http://HEAD:8265 [--config pipeline.yaml]``."""
+    parser = subparsers.add_parser(
+        "submit",
+        help="submit the pipeline to a Ray cluster (Jobs API); prints the job id",
+        description="Submit the pipeline over a cohort as a Ray job. Slide paths must be "
+        "readable on the cluster (s3:// or a shared filesystem) and the run directory absolute "
+        "or s3://.",
+    )
+    _add_config_options(parser)
+    _address(parser)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="environment variable for the job (NAME alone copies it from here); repeatable",
+    )
+    parser.add_argument(
+        "--package",
+        choices=["upload", "installed"],
+        default="upload",
+        help="ship this package's source with the job, or use the one in the cluster image",
+    )
+    parser.add_argument("--job-id", help="submission id (default sfc-<random>)")
+    parser.add_argument("--wait", action="store_true", help="wait for the job and print its logs")
+    parser.set_defaults(func=_submit)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from cluster.submit import logs, submit, wait
+
+    env = dict(
+        (item.split("=", 1)[0], item.split("=", 1)[1]) if "=" in item else (item, None)
+        for item in args.env
+    )
+    job_id = submit(
+        args.manifest,
+        config=_config(args),
+        address=args.address,
+        env=env,
+        package=args.package,
+        job_id=args.job_id,
+    )
+    print(job_id)
+    if not args.wait:
+        return 0
+    state = wait(job_id, address=args.address)
+    print(logs(job_id, address=args.address))
+    print(state)
+    return 0 if state.status == "SUCCEEDED" else 1
+
+
+def register_status(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sfc status JOB``."""
+    parser = subparsers.add_parser("status", help="state of a submitted pipeline job")
+    parser.add_argument("job_id")
+    _address(parser)
+    parser.set_defaults(func=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from cluster.submit import status
+
+    state = status(args.job_id, address=args.address)
+    print(state)
+    return 1 if state.status in ("FAILED", "STOPPED") else 0
+
+
+def register_logs(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sfc logs JOB``."""
+    parser = subparsers.add_parser("logs", help="what a submitted pipeline job printed")
+    parser.add_argument("job_id")
+    _address(parser)
+    parser.set_defaults(func=_logs)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from cluster.submit import logs
+
+    print(logs(args.job_id, address=args.address), end="")
+    return 0
+
+
+def register_cancel(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sfc cancel JOB``."""
+    parser = subparsers.add_parser("cancel", help="stop a submitted pipeline job")
+    parser.add_argument("job_id")
+    _address(parser)
+    parser.set_defaults(func=_cancel)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from cluster.submit import cancel
+
+    stopped = cancel(args.job_id, address=args.address)
+    print(f"{args.job_id}: {'stopping' if stopped else 'not running'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cluster COMMAND ...``: these commands without the ``sfc`` dispatcher."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m cluster")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = (register_run, register_submit, register_status, register_logs, register_cancel)
+    for register in commands:
+        register(subparsers)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except SlideflowError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1

@@ -1,0 +1,70 @@
+"""The pipeline config: YAML round trip, defaults, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster import EmbedStageConfig, PipelineConfig, PipelineConfigError, load_config
+from cluster.stages import create_stage
+from slideflow_core.errors import RegistryError
+from tiling import TilingConfig
+
+
+def test_yaml_round_trip_keeps_every_field(tmp_path):
+    config = PipelineConfig(
+        run_dir="s3://bucket/project",
+        stages=("embed", "tile"),
+        tiling=TilingConfig(mpp=0.25, tile_px=224, stain="macenko", stain_reference="ref.png"),
+        embed=EmbedStageConfig(model="timm:vit_small_patch16_224", num_actors=2, dtype="float32"),
+        batch_slides=8,
+    )
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(config.to_yaml())
+    loaded = PipelineConfig.from_yaml(path)
+    assert loaded == config
+    assert loaded.stages == ("tile", "embed")  # run order is fixed, whatever the YAML says
+    assert loaded.remote
+    assert load_config(str(path)) == config
+    assert load_config(config.to_dict()) == config
+
+
+def test_minimal_yaml_tiles_with_defaults(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("run_dir: /data/project\ntiling: {mpp: 0.5, tile_px: 256}\n")
+    config = PipelineConfig.from_yaml(path)
+    assert config.stages == ("tile",)
+    assert config.tiling == TilingConfig(mpp=0.5, tile_px=256)
+    assert not config.remote
+    assert config.with_run_dir("/elsewhere").run_dir == "/elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("run_dir: /x\nstages: [tile, segment]\n", "stages must be"),
+        ("run_dir: /x\nstages: [tile, embed]\n", "needs an embed section"),
+        ("run_dir: /x\nbatch_slides: 0\n", "batch_slides"),
+        ("run_dir: /x\ntiling: {mpp: 0.5, tile_size: 3}\n", "unknown tiling keys"),
+        ("run_dir: /x\ntiling: {mpp: -1}\n", "resolution must be positive"),
+        ("run_dir: /x\nembed: {model: uni, tiles: some}\n", "embed.tiles"),
+        ("run_dir: /x\nworkers: 3\n", "unknown keys"),
+        ("stages: [tile]\n", "run_dir"),
+        ("run_dir: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_name_the_file_and_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(PipelineConfigError, match=message):
+        PipelineConfig.from_yaml(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(PipelineConfigError, match="not found"):
+        PipelineConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_stages_are_chosen_by_name_from_a_registry():
+    assert create_stage("tile").part(PipelineConfig(run_dir="/x")) == "tiling"
+    with pytest.raises(RegistryError, match="did you mean"):
+        create_stage("tiles")

@@ -1,0 +1,164 @@
+"""``sfc submit`` sends a demo-like cohort to a real Ray cluster through the Jobs API.
+
+A head started with ``ray start --head`` and one worker node with ``ray start
+--address`` (each with its own ports and temp dir, the dashboard on 127.0.0.1),
+then ``sfc submit`` (the package is uploaded as ``py_modules``), ``sfc status``,
+``sfc logs``; the stores must hold tiles and features. The ``ray start``
+processes run with ``--block`` in their own process groups and are ended by
+their ids: ``ray stop`` would stop every Ray instance on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from cluster_fixtures import TILING, free_port
+
+import cluster
+from slideflow_core.store import read_store_attrs
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+
+
+def _ray_start(args: list[str], temp_dir: str) -> subprocess.Popen:
+    ports = {
+        "--dashboard-agent-listen-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
+        "--metrics-export-port": free_port(),
+    }
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "disabled",
+    }
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(
+        [str(BIN / "ray"), "start", "--block", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+         *[f"{k}={v}" for k, v in ports.items()], *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End a ``ray start --block`` and the Ray processes it started (its process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _wait_for_nodes(dashboard: str, count: int, timeout_s: float) -> None:
+    from ray.util.state import list_nodes
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            alive = [n for n in list_nodes(address=dashboard) if n.state == "ALIVE"]
+            if len(alive) >= count:
+                return
+        except Exception:  # the dashboard is still starting
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"fewer than {count} Ray nodes came up at {dashboard}")
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A two-node Ray cluster on this machine; yields the dashboard address."""
+    temp_dir = tempfile.mkdtemp(prefix="sfc-ray-", dir="/tmp")  # short: socket paths
+    port, dashboard_port = free_port(), free_port()
+    head = _ray_start(
+        ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+         f"--ray-client-server-port={free_port()}"],
+        temp_dir,
+    )  # fmt: skip
+    processes = [head]
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        _wait_for_nodes(dashboard, 1, 120)
+        from ray.util.state import list_nodes
+
+        head_ip = list_nodes(address=dashboard)[0].node_ip
+        processes.append(_ray_start([f"--address={head_ip}:{port}", "--num-cpus=2"], temp_dir))
+        _wait_for_nodes(dashboard, 2, 120)
+        yield dashboard
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_sfc_submit_tiles_and_embeds_a_cohort_on_a_two_node_cluster(
+    ray_head, synthetic_slide, cmu_svs, tmp_path
+):
+    slide, _ = synthetic_slide
+    manifest = tmp_path / "manifest.csv"
+    rows = [
+        {"slide_id": "synth-1", "path": str(slide), "label": "a"},
+        {"slide_id": "synth-2", "path": str(slide), "label": "b"},
+        {"slide_id": "CMU-1", "path": str(cmu_svs), "label": "a"},
+    ]
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    run_dir = tmp_path / "run"
+    config = cluster.PipelineConfig(
+        run_dir=str(run_dir),
+        stages=("tile", "embed"),
+        tiling=TILING,
+        embed=cluster.EmbedStageConfig(model="handcrafted", num_actors=2),
+    )
+    config_path = tmp_path / "pipeline.yaml"
+    config_path.write_text(config.to_yaml())
+
+    sfc = str(BIN / "sfc")
+    submitted = subprocess.run(
+        [sfc, "submit", str(manifest), "--config", str(config_path), "--address", ray_head,
+         "--env", "SFC_ZARR_PIPELINE=auto"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    assert job_id.startswith("sfc-")
+
+    state = cluster.wait(job_id, address=ray_head, timeout_s=600)
+    logs = cluster.logs(job_id, address=ray_head)
+    (tmp_path / "job.log").write_text(logs)
+    assert state.status == "SUCCEEDED", f"{state}\n{logs[-3000:]}"
+    status = subprocess.run(
+        [sfc, "status", job_id, "--address", ray_head], capture_output=True, text=True, check=False
+    )
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+    printed = subprocess.run(
+        [sfc, "logs", job_id, "--address", ray_head], capture_output=True, text=True, check=False
+    )
+    assert "embed" in printed.stdout and ": ok in" in printed.stdout  # the report table
+
+    report = json.loads((run_dir / "pipeline" / "report.json").read_text())
+    assert report["ok"]
+    assert [(s["stage"], s["done"]) for s in report["stages"]] == [("tile", 3), ("embed", 3)]
+    for row in rows:
+        parts = read_store_attrs(run_dir / "stores" / f"{row['slide_id']}.zarr")["parts"]
+        assert parts["tiling"]["complete"] and parts["features/handcrafted"]["complete"]
+    assert cluster.PipelineConfig.from_yaml(run_dir / "pipeline" / "config.yaml") == config
+    assert not cluster.cancel(job_id, address=ray_head)  # finished jobs are not running
