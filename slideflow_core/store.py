@@ -24,6 +24,7 @@ from typing import Any
 
 import zarr
 
+from slideflow_core.cohort.records import is_uri
 from slideflow_core.errors import SlideflowError
 
 SCHEMA_VERSION = 1
@@ -176,14 +177,12 @@ def read_store_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     StoreError
         If there is no store, or it is not a slideflow-core store of a known schema.
     """
-    path = Path(path)
-    meta = path / "zarr.json"
-    if not meta.is_file():
-        hint = (
-            "the run was interrupted; rerun to finish it" if partial_path(path).exists() else None
-        )
+    text = _root_metadata(path)
+    if text is None:
+        interrupted = not is_uri(os.fspath(path)) and partial_path(path).exists()
+        hint = "the run was interrupted; rerun to finish it" if interrupted else None
         raise StoreError(f"no slide store at {path}", hint=hint)
-    attrs = json.loads(meta.read_text()).get("attributes", {})
+    attrs = json.loads(text).get("attributes", {})
     if attrs.get("kind") != STORE_KIND:
         raise StoreError(f"{path} is a Zarr store but not a slideflow-core slide store")
     if attrs.get("schema_version") != SCHEMA_VERSION:
@@ -193,6 +192,25 @@ def read_store_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
             hint="re-run the stage that wrote it with this version",
         )
     return attrs
+
+
+def _root_metadata(path: str | os.PathLike[str]) -> str | None:
+    """The root ``zarr.json`` of a store, local or at a URL (``s3://``, via fsspec), or None.
+
+    On object storage a store is uploaded with its root ``zarr.json`` last, so
+    the part markers in it are the only thing a reader may trust.
+    """
+    raw = os.fspath(path)
+    if is_uri(raw):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(raw)
+        try:
+            return fs.cat_file(f"{root.rstrip('/')}/zarr.json").decode()
+        except FileNotFoundError:
+            return None
+    meta = Path(raw) / "zarr.json"
+    return meta.read_text() if meta.is_file() else None
 
 
 def part_state(path: str | os.PathLike[str], part: str, identity: dict[str, Any]) -> str:
