@@ -7,8 +7,8 @@ truth) plus the real sample slides shipped beside the repository
 description, writes thumbnails, tiles every valid slide at 0.5 µm/px into
 per-slide Zarr stores on a local Ray instance, then embeds the QC-kept tiles with
 the weight-free ``handcrafted`` embedder into ``features/handcrafted`` of each
-store. Problems are reported with their fix and do not stop the rest. Later
-stages extend this script.
+store, and exports QuPath GeoJSON overlays (tissue, tiles with QC values). Problems
+are reported with their fix and do not stop the rest.
 
     python examples/demo.py [--out demo-output] [--samples DIR]
 """
@@ -26,6 +26,7 @@ from embedders import embed_cohort
 from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.commands import format_info, write_png
 from slideflow_core.errors import SlideflowError
+from slideflow_core.geojson import export_stores
 from slideflow_core.synthetic import SyntheticSlideSpec, write_synthetic_slide
 from tiling import TilingConfig, open_cohort, tile_cohort
 
@@ -115,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     embedding = embed_cohort(layout.root, "handcrafted", progress=True)
     print(embedding)
 
+    print("\n== overlays (QuPath GeoJSON: tissue outlines, tiles with their QC values)")
+    overlays = export_stores(layout.root, layout.exports, what=("tissue", "tiles"))
+    for summary in overlays:
+        counts = ", ".join(f"{n} {layer}" for layer, n in summary.counts.items())
+        print(f"{summary.slide_id}: {summary.error or counts}")
+
     print("\n== outputs")
     print(f"manifest     {manifest}")
     print(f"slides       {layout.root / 'slides'} (synthetic, with *.truth.json ground truth)")
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(slideflow_core.features.read_features(store, 'handcrafted')); "
         f"report {layout.status_dir / 'embed-handcrafted.json'}"
     )
+    print(f"overlays     {layout.exports} (drag a .geojson onto the slide in QuPath)")
+    print(f"viewer       sfc view {layout.root}   (deep zoom with tissue and tile layers)")
     print(f"{len(cohort)} slides, {len(bad)} with problems, in {time.perf_counter() - start:.1f}s")
     return 0
 

@@ -54,7 +54,7 @@ def test_60k_tiles_export_holds_columns_and_one_batch_not_the_file(tmp_path):
     # Memory holds the per-tile columns (coordinates, QC, scores: ~60 bytes a tile), at most
     # three batches of text (encoding, queued, being written) and the libraries' first-use
     # buffers, about 40 MB whatever the number of tiles; a naive in-memory FeatureCollection
-    # takes about 5 times the file's size (benchmarks/export.py).
+    # takes about 5 times the file's size (benchmarks/geojson_export.py).
     assert stats["growth_mb"] < 60, stats
     head = '{"type":"FeatureCollection","features":[\n{"type":"Feature"'
     with open(out, encoding="utf-8") as handle:

@@ -18,8 +18,8 @@ Inputs are synthetic: a slide store with ``--tiles`` tiles (QC values and one
 MIL run) and a cell table with ``--cells`` nuclei and cell boundaries (17- and
 25-point polygons, a class, three measurements).
 
-    python benchmarks/export.py              # 1,000,000 tiles and cells
-    python benchmarks/export.py --quick      # 100,000 of each
+    python benchmarks/geojson_export.py              # 1,000,000 tiles and cells
+    python benchmarks/geojson_export.py --quick      # 100,000 of each
 """
 
 from __future__ import annotations
@@ -237,7 +237,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100,000 tiles and cells")
     parser.add_argument("--skip-naive", action="store_true", help="leave out the naive baseline")
     parser.add_argument("--workdir", help="where inputs and outputs go (default: a temp folder)")
-    parser.add_argument("--json", help="results file (default benchmarks/results/export.json)")
+    parser.add_argument(
+        "--json", help="results file (default benchmarks/results/geojson_export.json)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for name in ("method", "kind", "store", "table", "out"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -266,7 +268,7 @@ def main() -> None:
         print()
         print_table(rows, columns)
         path = write_json(
-            "export", {"tiles": args.tiles, "cells": args.cells, "rows": rows}, args.json
+            "geojson_export", {"tiles": args.tiles, "cells": args.cells, "rows": rows}, args.json
         )
         print(f"results: {path}")
 
