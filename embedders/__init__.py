@@ -8,8 +8,9 @@ from. Any timm model works as ``"timm:<name>"``. Stands on :mod:`slideflow_core`
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from slideflow_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from embedders.base import Embedder
@@ -43,15 +44,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'embedders' has no attribute {name!r}")
-    importlib.import_module("embedders.zoo")  # registers the model entries
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _EXPORTS, preload=("embedders.zoo",))
 
 __all__ = [
     "MODELS",

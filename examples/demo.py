@@ -7,7 +7,8 @@ truth) plus the real sample slides shipped beside the repository
 description, writes thumbnails, tiles every valid slide at 0.5 µm/px into
 per-slide Zarr stores on a local Ray instance, then embeds the QC-kept tiles with
 the weight-free ``handcrafted`` embedder into ``features/handcrafted`` of each
-store, and exports QuPath GeoJSON overlays (tissue, tiles with QC values). Problems
+store, segments nuclei on one synthetic slide with the classical segmenter, and
+exports QuPath GeoJSON overlays (tissue, tiles with QC values, cells). Problems
 are reported with their fix and do not stop the rest.
 
     python examples/demo.py [--out demo-output] [--samples DIR]
@@ -23,14 +24,16 @@ from pathlib import Path
 import pandas as pd
 
 from embedders import embed_cohort
+from embedders.dense import segment_cohort
 from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.commands import format_info, write_png
 from slideflow_core.errors import SlideflowError
-from slideflow_core.geojson import export_stores
+from slideflow_core.geojson import export_store, export_stores
 from slideflow_core.synthetic import SyntheticSlideSpec, write_synthetic_slide
 from tiling import TilingConfig, open_cohort, tile_cohort
 
 REPO = Path(__file__).resolve().parents[1]
+CELLS_SLIDE = "synth-dense-1"
 SAMPLES = REPO.parent / "shared" / "data" / "slides"
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".dcm", ".qptiff"}
 
@@ -116,11 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     embedding = embed_cohort(layout.root, "handcrafted", progress=True)
     print(embedding)
 
-    print("\n== overlays (QuPath GeoJSON: tissue outlines, tiles with their QC values)")
+    print("\n== cells (classical nucleus segmenter, no weights, on one synthetic slide)")
+    cells = segment_cohort(layout.root, "classical", cohort=[CELLS_SLIDE], progress=True)
+    print(cells)
+
+    print("\n== overlays (QuPath GeoJSON: tissue outlines, tiles with their QC values, cells)")
     overlays = export_stores(layout.root, layout.exports, what=("tissue", "tiles"))
     for summary in overlays:
         counts = ", ".join(f"{n} {layer}" for layer, n in summary.counts.items())
         print(f"{summary.slide_id}: {summary.error or counts}")
+    cell_overlay = export_store(
+        layout.store(CELLS_SLIDE), layout.exports / f"{CELLS_SLIDE}.cells.geojson", what=("cells",)
+    )
+    print(f"{CELLS_SLIDE}: {cell_overlay.counts.get('cells', 0)} cells -> {cell_overlay.path}")
 
     print("\n== outputs")
     print(f"manifest     {manifest}")

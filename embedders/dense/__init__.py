@@ -10,36 +10,76 @@ tiles. :mod:`.metrics` scores instance maps (Dice, AJI, PQ, detection F1);
 
 from __future__ import annotations
 
-from embedders.dense import adapters as _adapters  # noqa: F401  (registers the adapters)
-from embedders.dense.base import Segmenter, TileSegmentation
-from embedders.dense.classical import ClassicalConfig, ClassicalSegmenter
-from embedders.dense.cohort import SegmentationReport, segment_cohort
-from embedders.dense.data import (
-    AnnotatedTile,
-    AnnotationError,
-    pannuke_tiles,
-    read_annotated_folder,
-    tuning_split,
-)
-from embedders.dense.learned import DenseHeadSegmenter, load_dense_head
-from embedders.dense.metrics import (
-    TileScores,
-    aji,
-    detection_f1,
-    dice,
-    match_points,
-    panoptic_quality,
-    score_tile,
-)
-from embedders.dense.plan import SegmentationError, SegmentConfig
-from embedders.dense.registry import (
-    SEGMENTERS,
-    create_segmenter,
-    list_segmenters,
-    register_segmenter,
-)
-from embedders.dense.slide import SegmentResult, segment_slide
-from embedders.dense.train import DenseTrainConfig, train_dense_head
+from typing import TYPE_CHECKING
+
+from slideflow_core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from embedders.dense.base import Segmenter, TileSegmentation
+    from embedders.dense.classical import ClassicalConfig, ClassicalSegmenter
+    from embedders.dense.cohort import SegmentationReport, segment_cohort
+    from embedders.dense.data import (
+        AnnotatedTile,
+        AnnotationError,
+        pannuke_tiles,
+        read_annotated_folder,
+        tuning_split,
+    )
+    from embedders.dense.learned import DenseHeadSegmenter, load_dense_head
+    from embedders.dense.metrics import (
+        TileScores,
+        aji,
+        detection_f1,
+        dice,
+        match_points,
+        panoptic_quality,
+        score_tile,
+    )
+    from embedders.dense.plan import SegmentationError, SegmentConfig
+    from embedders.dense.registry import (
+        SEGMENTERS,
+        create_segmenter,
+        list_segmenters,
+        register_segmenter,
+    )
+    from embedders.dense.slide import SegmentResult, segment_slide
+    from embedders.dense.train import DenseTrainConfig, train_dense_head
+
+# Public name -> module, loaded on first use (the learned head imports torch and timm).
+_EXPORTS = {
+    "Segmenter": "embedders.dense.base",
+    "TileSegmentation": "embedders.dense.base",
+    "ClassicalConfig": "embedders.dense.classical",
+    "ClassicalSegmenter": "embedders.dense.classical",
+    "SegmentationReport": "embedders.dense.cohort",
+    "segment_cohort": "embedders.dense.cohort",
+    "AnnotatedTile": "embedders.dense.data",
+    "AnnotationError": "embedders.dense.data",
+    "pannuke_tiles": "embedders.dense.data",
+    "read_annotated_folder": "embedders.dense.data",
+    "tuning_split": "embedders.dense.data",
+    "DenseHeadSegmenter": "embedders.dense.learned",
+    "load_dense_head": "embedders.dense.learned",
+    "TileScores": "embedders.dense.metrics",
+    "aji": "embedders.dense.metrics",
+    "detection_f1": "embedders.dense.metrics",
+    "dice": "embedders.dense.metrics",
+    "match_points": "embedders.dense.metrics",
+    "panoptic_quality": "embedders.dense.metrics",
+    "score_tile": "embedders.dense.metrics",
+    "SegmentationError": "embedders.dense.plan",
+    "SegmentConfig": "embedders.dense.plan",
+    "SEGMENTERS": "embedders.dense.registry",
+    "create_segmenter": "embedders.dense.registry",
+    "list_segmenters": "embedders.dense.registry",
+    "register_segmenter": "embedders.dense.registry",
+    "SegmentResult": "embedders.dense.slide",
+    "segment_slide": "embedders.dense.slide",
+    "DenseTrainConfig": "embedders.dense.train",
+    "train_dense_head": "embedders.dense.train",
+}
+_REGISTERING = ("embedders.dense.adapters", "embedders.dense.classical", "embedders.dense.learned")
+__getattr__ = lazy_exports(__name__, _EXPORTS, preload=_REGISTERING)
 
 __all__ = [
     "SEGMENTERS",
