@@ -15,8 +15,19 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process image so far, in MiB.
+
+    Linux's ``VmHWM`` when available: ``ru_maxrss`` survives ``exec`` and would
+    report the (larger) parent that started a measuring subprocess.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
+    if line is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return int(line.split()[1]) / 1024.0
 
 
 def timed(fn: Callable[[], Any], *, repeat: int = 1) -> float:

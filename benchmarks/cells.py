@@ -179,14 +179,6 @@ def _htk_rows(args: argparse.Namespace, halves: dict[str, list[Any]]) -> list[di
 
 
 # -- throughput --------------------------------------------------------------------------
-def _own_peak_rss_mb() -> float:
-    """Peak RSS of this process's own address space (``ru_maxrss`` survives ``exec``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return peak_rss_mb()
-
-
 def _worker(kind: str, slide: str, out: str) -> dict[str, Any]:
     """One throughput measurement in this process (run through a subprocess)."""
     from embedders.dense import ClassicalSegmenter, SegmentConfig, segment_slide
@@ -201,7 +193,7 @@ def _worker(kind: str, slide: str, out: str) -> dict[str, Any]:
             "cells": result.n_cells,
             "tiles": result.n_tiles,
             "seconds": time.perf_counter() - started,
-            "rss_mb": _own_peak_rss_mb(),
+            "rss_mb": peak_rss_mb(),
         }
     plan = plan_cells(slide, segmenter, config, out=out)
     if kind == "floor":
@@ -217,7 +209,7 @@ def _worker(kind: str, slide: str, out: str) -> dict[str, Any]:
             "cells": 0,
             "tiles": n,
             "seconds": time.perf_counter() - started,
-            "rss_mb": _own_peak_rss_mb(),
+            "rss_mb": peak_rss_mb(),
         }
     return _naive(plan, segmenter, out, started)
 
@@ -256,7 +248,7 @@ def _naive(plan: Any, segmenter: Any, out: str, started: float) -> dict[str, Any
         "cells": int(keep.sum()),
         "tiles": len(plan.cores),
         "seconds": time.perf_counter() - started,
-        "rss_mb": _own_peak_rss_mb(),
+        "rss_mb": peak_rss_mb(),
     }
 
 

@@ -210,7 +210,7 @@ def run_split(job: dict[str, Any]) -> dict[str, Any]:
         "decoded_px": sum(r.get("decoded_px", 0) for r in results) or None,
         "method": results[0].get("method", ""),
         # Memory held at once: every process's peak (an upper bound) plus this one.
-        "peak_rss_mb": sum(r["peak_rss_mb"] for r in results) + own_peak_rss_mb(),
+        "peak_rss_mb": sum(r["peak_rss_mb"] for r in results) + peak_rss_mb(),
     }
 
 
@@ -399,25 +399,10 @@ def measure(job: dict[str, Any], python: str | None = None) -> dict[str, Any]:
     return _finish(_start(job, python))
 
 
-def own_peak_rss_mb() -> float:
-    """Peak resident memory of this process's own image, in MiB.
-
-    ``getrusage`` carries the parent's high-water mark across fork and exec, so
-    in a worker it can report the launcher's memory; Linux's ``VmHWM`` starts
-    afresh with the new program.
-    """
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return peak_rss_mb()
-    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
-    return int(line.split()[1]) / 1024.0 if line else peak_rss_mb()
-
-
 def worker_main(raw: str) -> None:
     job = json.loads(raw)
     out = _WORKERS[job["kind"]](job)
-    out.setdefault("peak_rss_mb", own_peak_rss_mb())
+    out.setdefault("peak_rss_mb", peak_rss_mb())
     print(json.dumps(out))
 
 
