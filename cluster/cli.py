@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from slideflow_core.cli import add_ray_options
 from slideflow_core.errors import SlideflowError
 
 
@@ -45,9 +46,7 @@ def register_run(subparsers: argparse._SubParsersAction) -> None:
         "in the run directory.",
     )
     _add_config_options(parser)
-    parser.add_argument("--address", help="Ray cluster to join (default: local Ray)")
-    parser.add_argument("--num-cpus", type=int, help="cores for a local Ray instance")
-    parser.add_argument("--no-progress", action="store_true")
+    add_ray_options(parser)
     parser.set_defaults(func=_run)
 
 

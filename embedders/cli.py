@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from slideflow_core.cli import add_ray_options
+
 
 def register_embed(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc embed PROJECT --model NAME``."""
@@ -32,9 +34,7 @@ def register_embed(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--h5-layout", choices=["trident", "clam"], default="trident", help="layout of --export-h5"
     )
-    parser.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    parser.add_argument("--num-cpus", type=int, help="cores for local Ray")
-    parser.add_argument("--no-progress", action="store_true")
+    add_ray_options(parser)
     parser.set_defaults(func=_run_embed)
 
 

@@ -21,6 +21,14 @@ from slideflow_core.errors import SlideflowError
 ENTRY_POINT_GROUP = "sfc.commands"
 
 
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options every Ray-backed command shares: ``--address``, ``--num-cpus``,
+    ``--no-progress``."""
+    parser.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    parser.add_argument("--num-cpus", type=int, help="cores for a local Ray instance")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``sfc`` parser with every installed subcommand."""
     parser = argparse.ArgumentParser(

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from slideflow_core.cli import add_ray_options
+
 
 def register_tile(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc tile MANIFEST --out DIR``."""
@@ -35,10 +37,8 @@ def register_tile(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--coords-only", action="store_true", help="store coordinates and QC, not pixels"
     )
-    parser.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    parser.add_argument("--num-cpus", type=int, help="cores for local Ray")
     parser.add_argument("--overwrite", action="store_true", help="re-tile incompatible stores")
-    parser.add_argument("--no-progress", action="store_true")
+    add_ray_options(parser)
     parser.set_defaults(func=_run_tile)
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from slideflow_core.cli import add_ray_options
+
 
 def register_segment(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc segment PROJECT_OR_SLIDE [--segmenter NAME] [--out TABLE]``."""
@@ -29,9 +31,7 @@ def register_segment(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlap-px", type=int, default=64, help="overlap on each side")
     parser.add_argument("--all-tiles", action="store_true", help="segment outside tissue too")
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--address", help="Ray cluster address (projects; default: local)")
-    parser.add_argument("--num-cpus", type=int, help="cores for local Ray")
-    parser.add_argument("--no-progress", action="store_true")
+    add_ray_options(parser)
     parser.add_argument("--list", action="store_true", help="list segmenters and exit")
     parser.set_defaults(func=_run_segment)
 
