@@ -7,9 +7,12 @@ truth) plus the real sample slides shipped beside the repository
 description, writes thumbnails, tiles every valid slide at 0.5 µm/px into
 per-slide Zarr stores on a local Ray instance, then embeds the QC-kept tiles with
 the weight-free ``handcrafted`` embedder into ``features/handcrafted`` of each
-store, segments nuclei on one synthetic slide with the classical segmenter, and
-exports QuPath GeoJSON overlays (tissue, tiles with QC values, cells). Problems
-are reported with their fix and do not stop the rest.
+store, trains and evaluates an ABMIL model (3-fold, patient-grouped CV) that
+tells tumour-bearing synthetic slides from tumour-free ones and checks that its
+attention lands on the tumour, segments nuclei on one tumour slide with the
+classical segmenter, and exports QuPath GeoJSON overlays (tissue, tiles with QC
+values and attention, cells). Problems are reported with their fix and do not
+stop the rest.
 
     python examples/demo.py [--out demo-output] [--samples DIR]
 """
@@ -23,54 +26,61 @@ from pathlib import Path
 
 import pandas as pd
 
+import mil
 from embedders import embed_cohort
 from embedders.dense import segment_cohort
+from mil.localisation import localise, regions_from_geojson
 from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.commands import format_info, write_png
 from slideflow_core.errors import SlideflowError
 from slideflow_core.geojson import export_store, export_stores
-from slideflow_core.synthetic import SyntheticSlideSpec, write_synthetic_slide
+from slideflow_core.synthetic import SyntheticSlideSpec
+from slideflow_core.synthetic.cohort import TUMOUR_CLASS, TumourCohort, write_tumour_cohort
 from tiling import TilingConfig, open_cohort, tile_cohort
 
 REPO = Path(__file__).resolve().parents[1]
-CELLS_SLIDE = "synth-dense-1"
 SAMPLES = REPO.parent / "shared" / "data" / "slides"
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".dcm", ".qptiff"}
 
-# Two synthetic "patients" per class; the classes differ in nuclear density, a
-# signal later stages (features, MIL) must learn.
-SYNTHETIC = [
-    ("synth-dense-1", "P01", "dense", 4200.0, 1),
-    ("synth-dense-2", "P02", "dense", 4200.0, 2),
-    ("synth-sparse-1", "P03", "sparse", 1200.0, 3),
-    ("synth-sparse-2", "P04", "sparse", 1200.0, 4),
-]
+# Synthetic slides, half of them with tumour foci: the label the MIL model learns.
+N_SYNTHETIC = 12
+SYNTHETIC_SPEC = SyntheticSlideSpec(
+    width_px=5120, height_px=5120, mpp=0.5, n_pen_marks=1, associated_images=False
+)
+RUN = "demo-abmil"
 
 
-def build_manifest(layout: ProjectLayout, samples: Path | None) -> Path:
-    """Write synthetic slides and a manifest listing them and the shipped samples."""
-    slides_dir = layout.root / "slides"
-    slides_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for slide_id, patient, label, density, seed in SYNTHETIC:
-        path = slides_dir / f"{slide_id}.svs"
-        if not path.exists():
-            spec = SyntheticSlideSpec(
-                width_px=6144, height_px=4608, mpp=0.25, seed=seed, nuclei_per_mm2=density
-            )
-            truth = write_synthetic_slide(path.with_suffix(".partial.svs"), spec)
-            truth.save(path.with_suffix(".truth.json"))
-            path.with_suffix(".partial.svs").rename(path)  # complete files only
-        rows.append(
-            {"slide_id": slide_id, "path": str(path), "patient_id": patient, "label": label}
-        )
+def build_manifest(layout: ProjectLayout, samples: Path | None) -> tuple[Path, TumourCohort]:
+    """Write the synthetic cohort and a manifest listing it and the shipped samples."""
+    synthetic = write_tumour_cohort(
+        layout.root / "synthetic", N_SYNTHETIC, spec=SYNTHETIC_SPEC, seed=1, progress=True
+    )
+    frame = pd.read_csv(synthetic.manifest, dtype={"slide_id": str}, keep_default_na=False)
+    rows = frame[["slide_id", "path", "patient_id", "label"]].to_dict("records")
     if samples is not None and samples.is_dir():
         for path in sorted(samples.iterdir()):
             if path.suffix.lower() in SLIDE_SUFFIXES:
                 rows.append({"slide_id": path.stem, "path": str(path), "patient_id": path.stem})
     manifest = layout.root / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
-    return manifest
+    return manifest, synthetic
+
+
+def train_mil(cohort: Cohort, layout: ProjectLayout, synthetic: TumourCohort) -> None:
+    """ABMIL on the labelled (synthetic) slides; print metrics and attention localisation."""
+    experiment = mil.Experiment(
+        cohort, project=layout.root, features="handcrafted", label="label", model="abmil",
+        splits=mil.KFold(k=3, seed=0),
+        train=mil.TrainConfig(epochs=30, lr=1e-3, batch_size=2, patience=None, standardize=True),
+        name=RUN, heatmaps=2,
+    )  # fmt: skip
+    results = experiment.run()
+    columns = ["fold", "n", "auroc", "balanced_accuracy", "f1"]
+    print(results.metrics[columns].round(3).to_string(index=False))
+    regions = regions_from_geojson(synthetic.annotations(), classes=[TUMOUR_CLASS])
+    where = localise(layout.root, RUN, regions)
+    print(f"attention vs tumour outline: {where}")
+    print(f"run folder: {results.run_dir} (report.html, roc.png, heatmaps/)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = args.samples if args.samples.is_dir() else None
     if samples is None:
         print(f"note: no sample slides at {args.samples}; using synthetic slides only")
-    manifest = build_manifest(layout, samples)
+    manifest, synthetic = build_manifest(layout, samples)
 
     print(f"== cohort: {manifest}")
     cohort = Cohort.from_manifest(manifest)
@@ -119,8 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     embedding = embed_cohort(layout.root, "handcrafted", progress=True)
     print(embedding)
 
-    print("\n== cells (classical nucleus segmenter, no weights, on one synthetic slide)")
-    cells = segment_cohort(layout.root, "classical", cohort=[CELLS_SLIDE], progress=True)
+    print("\n== MIL (ABMIL, 3-fold patient-grouped CV: tumour vs normal synthetic slides)")
+    train_mil(cohort, layout, synthetic)
+
+    cells_slide = next(iter(synthetic.annotations()))
+    print(f"\n== cells (classical nucleus segmenter, no weights, on tumour slide {cells_slide})")
+    cells = segment_cohort(layout.root, "classical", cohort=[cells_slide], progress=True)
     print(cells)
 
     print("\n== overlays (QuPath GeoJSON: tissue outlines, tiles with their QC values, cells)")
@@ -128,14 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     for summary in overlays:
         counts = ", ".join(f"{n} {layer}" for layer, n in summary.counts.items())
         print(f"{summary.slide_id}: {summary.error or counts}")
+    attention = export_stores(layout.run(RUN), layout.exports / RUN, what=("tiles",))
+    print(f"{RUN}: tiles with attention for {len(attention)} slides -> {layout.exports / RUN}")
     cell_overlay = export_store(
-        layout.store(CELLS_SLIDE), layout.exports / f"{CELLS_SLIDE}.cells.geojson", what=("cells",)
+        layout.store(cells_slide), layout.exports / f"{cells_slide}.cells.geojson", what=("cells",)
     )
-    print(f"{CELLS_SLIDE}: {cell_overlay.counts.get('cells', 0)} cells -> {cell_overlay.path}")
+    print(f"{cells_slide}: {cell_overlay.counts.get('cells', 0)} cells -> {cell_overlay.path}")
 
     print("\n== outputs")
     print(f"manifest     {manifest}")
-    print(f"slides       {layout.root / 'slides'} (synthetic, with *.truth.json ground truth)")
+    print(
+        f"slides       {synthetic.slides_dir} (synthetic, with *.truth.json ground truth "
+        "and *.tumour.geojson outlines)"
+    )
     print(f"thumbnails   {layout.root / 'thumbnails'} ({len(thumbnails)} PNG files)")
     print(f"tile stores  {layout.stores_dir} (one Zarr store per slide)")
     print(f"summary      {layout.root / 'tiling_summary.csv'}; status in {layout.status_dir}")
@@ -144,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(slideflow_core.features.read_features(store, 'handcrafted')); "
         f"report {layout.status_dir / 'embed-handcrafted.json'}"
     )
+    print(f"MIL run      {layout.run(RUN)} (metrics.csv, predictions.csv, report.html)")
     print(f"overlays     {layout.exports} (drag a .geojson onto the slide in QuPath)")
     print(f"viewer       sfc view {layout.root}   (deep zoom with tissue and tile layers)")
     print(f"{len(cohort)} slides, {len(bad)} with problems, in {time.perf_counter() - start:.1f}s")

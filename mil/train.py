@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from mil.data import BagSource, sample_rows
+from mil.data import BagSource, BagTable, sample_rows
 from mil.errors import MILError
 from mil.models.base import HeadOutput, MILHead
 from mil.tasks import Classification, Task
+from slideflow_core.parallel import ordered_map
 
 SCHEDULES = ("cosine", "plateau", "constant")
 BALANCING = ("none", "weights", "sampler")
@@ -73,8 +73,9 @@ class TrainConfig:
         Seed of initialisation, sampling and dropout.
     device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
-    num_workers
-        DataLoader processes reading bags (0: in this process).
+    loader_threads
+        Threads reading the next batches from disk while the model trains on the
+        current one (0: read inline). In-memory bags are always read inline.
     progress
         Show a progress bar over epochs.
     """
@@ -96,7 +97,7 @@ class TrainConfig:
     grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"
-    num_workers: int = 0
+    loader_threads: int = 1
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -106,6 +107,8 @@ class TrainConfig:
             "accumulate": self.accumulate,
         }
         bad = [f"{k}={v}" for k, v in positive.items() if v < 1]
+        if self.loader_threads < 0:
+            bad.append(f"loader_threads={self.loader_threads}")
         if self.lr <= 0 or self.weight_decay < 0:
             bad.append(f"lr={self.lr}, weight_decay={self.weight_decay}")
         if self.schedule not in SCHEDULES:
@@ -141,7 +144,8 @@ class MILModel(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None, classes: torch.Tensor | None = None
     ) -> HeadOutput:
         """Standardise ``x`` (B, N, D) and run the head."""
-        return self.head((x - self.mean) / self.std, mask, classes)
+        # One temporary, divided in place: a 200k-instance bag is 800 MB per copy.
+        return self.head((x - self.mean).div_(self.std), mask, classes)
 
 
 def fit_standardizer(
@@ -163,7 +167,7 @@ def fit_standardizer(
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
-class _TrainingBags(Dataset):
+class _TrainingBags:
     """Bag ``i`` of a source with its training rows sampled, seeded per (epoch, bag)."""
 
     def __init__(self, source: BagSource, config: TrainConfig) -> None:
@@ -173,20 +177,30 @@ class _TrainingBags(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        rng = np.random.default_rng([self.config.seed, self.epoch, i])
-        rows = sample_rows(
-            self.source.size(i),
-            max_instances=self.config.max_instances,
-            dropout=self.config.instance_dropout,
-            rng=rng,
-        )
+        rows = None
+        if self.config.max_instances is not None or self.config.instance_dropout > 0:
+            rows = sample_rows(
+                self.source.size(i),
+                max_instances=self.config.max_instances,
+                dropout=self.config.instance_dropout,
+                rng=np.random.default_rng([self.config.seed, self.epoch, i]),
+            )
         return torch.from_numpy(np.ascontiguousarray(self.source.features(i, rows))), i
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+        """Bags ``indices`` read and padded into one batch (see :func:`pad_batch`)."""
+        return pad_batch([self[i] for i in indices])
 
 
 def pad_batch(
     items: Sequence[tuple[torch.Tensor, int]],
-) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Stack bags (N_i, D) into (B, max N, D) with a (B, max N) mask of real rows."""
+) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+    """Stack bags (N_i, D) into (B, max N, D) with a (B, max N) mask of real rows.
+
+    The mask is ``None`` when every bag has the same size (nothing is padded).
+    """
+    if len({len(x) for x, _ in items}) == 1:
+        return torch.stack([x for x, _ in items]), None, [i for _, i in items]
     longest = max(len(x) for x, _ in items)
     x = torch.zeros(len(items), longest, items[0][0].shape[1])
     mask = torch.zeros(len(items), longest, dtype=torch.bool)
@@ -309,6 +323,7 @@ def fit(
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     dataset = _TrainingBags(train, config)
+    threads = 0 if isinstance(train, BagTable) else config.loader_threads
     monitor, lower = _monitor(task, config)
     result = FitResult(monitor=monitor)
     phases = head.phases()
@@ -316,7 +331,9 @@ def fit(
         head.set_phase(phase)
         last_phase = phase_index == len(phases) - 1
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            params, lr=config.lr, weight_decay=config.weight_decay, foreach=True
+        )
         scheduler: Any = None
         if config.schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
@@ -331,22 +348,20 @@ def fit(
         for epoch in epochs:
             dataset.epoch = epoch + phase_index * config.epochs
             model.train()
-            loader = DataLoader(
-                dataset,
-                batch_sampler=_epoch_batches(targets, task, config, rng),
-                collate_fn=pad_batch,
-                num_workers=config.num_workers,
-            )
+            batches = _epoch_batches(targets, task, config, rng)
+            loader = ordered_map(dataset.batch, batches, threads=threads, name="mil-loader")
             running, steps = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
             for step, (x, mask, index) in enumerate(loader):
                 target = target_tensor[index].to(device)
+                if mask is not None:
+                    mask = mask.to(device)
                 with torch.autocast(device.type, enabled=use_amp):
-                    out = model(x.to(device), mask.to(device), task.classes_of(target))
+                    out = model(x.to(device), mask, task.classes_of(target))
                     loss = compose_loss(task, head, out, target, weight)
                 scaler.scale(loss / config.accumulate).backward()
                 running, steps = running + float(loss.detach()), steps + 1
-                if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
+                if (step + 1) % config.accumulate == 0 or step + 1 == len(batches):
                     if config.grad_clip is not None:
                         scaler.unscale_(optimizer)
                         nn.utils.clip_grad_norm_(params, config.grad_clip)

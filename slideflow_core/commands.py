@@ -158,18 +158,24 @@ def _run_cohort_from_folder(args: argparse.Namespace) -> int:
 
 # -- sfc synth -----------------------------------------------------------------------
 def register_synth(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``sfc synth OUT`` (a synthetic H&E-like slide with ground truth)."""
+    """Add ``sfc synth OUT`` (a synthetic H&E-like slide, or a labelled cohort, with truth)."""
     parser = subparsers.add_parser(
         "synth",
-        help="write a synthetic pyramidal H&E-like slide with ground truth",
+        help="write a synthetic pyramidal H&E-like slide (or a labelled cohort) with ground truth",
         description="Stream a JPEG-tiled Aperio-style TIFF of any size with tissue, nuclei, "
-        "pen marks and blur, and save its ground truth beside it.",
+        "pen marks, blur and optional tumour foci, and save its ground truth beside it. "
+        "With --cohort N, OUT is a folder that gets N slides, about half with tumour, a "
+        "manifest.csv (label tumour/normal) and QuPath GeoJSON tumour outlines.",
     )
-    parser.add_argument("out", help="output slide path (.svs or .tiff)")
+    parser.add_argument("out", help="output slide path (.svs or .tiff), or folder with --cohort")
     parser.add_argument("--width", type=int, default=8192, help="level-0 width in px")
     parser.add_argument("--height", type=int, default=6144, help="level-0 height in px")
     parser.add_argument("--mpp", type=float, default=0.25, help="level-0 µm/px")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tumour-foci", type=int, default=0, help="tumour foci on the slide")
+    parser.add_argument(
+        "--cohort", type=int, metavar="N", help="write a labelled cohort of N slides instead"
+    )
     parser.set_defaults(func=_run_synth)
 
 
@@ -177,8 +183,21 @@ def _run_synth(args: argparse.Namespace) -> int:
     from slideflow_core.synthetic import SyntheticSlideSpec, write_synthetic_slide
 
     spec = SyntheticSlideSpec(
-        width_px=args.width, height_px=args.height, mpp=args.mpp, seed=args.seed
+        width_px=args.width,
+        height_px=args.height,
+        mpp=args.mpp,
+        seed=args.seed,
+        n_tumour_regions=args.tumour_foci,
     )
+    if args.cohort is not None:
+        from slideflow_core.synthetic.cohort import write_tumour_cohort
+
+        cohort = write_tumour_cohort(
+            args.out, args.cohort, spec=spec, seed=args.seed, progress=sys.stderr.isatty()
+        )
+        print(f"wrote {args.cohort} slides to {cohort.slides_dir}")
+        print(f"manifest: {cohort.manifest} ({len(cohort.annotations())} with tumour)")
+        return 0
     truth = write_synthetic_slide(args.out, spec, progress=sys.stderr.isatty())
     truth_path = Path(args.out).with_suffix(".truth.json")
     truth.save(truth_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -56,3 +57,18 @@ def test_synth_writes_a_slide_and_its_truth(tmp_path, capsys):
     with open_slide(out) as slide:
         assert slide.dimensions == (2048, 1536)
         assert slide.mpp == 0.5
+
+
+def test_synth_cohort_writes_labelled_slides_manifest_and_outlines(tmp_path, capsys):
+    out = tmp_path / "cohort"
+    args = ["synth", str(out), "--cohort", "4", "--width", "1024", "--height", "1024"]
+    assert main([*args, "--mpp", "0.5"]) == 0
+    assert "with tumour" in capsys.readouterr().out
+    frame = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert set(frame["label"]) == {"tumour", "normal"}
+    tumour = frame[frame["label"] == "tumour"]
+    assert (tumour["n_tumour_regions"] > 0).all() and all(
+        Path(a).is_file() for a in tumour["annotation"]
+    )
+    assert (frame.loc[frame["label"] == "normal", "annotation"] == "").all()
+    assert all(Path(p).is_file() for p in frame["path"])

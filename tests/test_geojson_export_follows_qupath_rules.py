@@ -19,6 +19,8 @@ from slideflow_core.geojson import (
     IdSource,
     annotation_features,
     export_store,
+    export_stores,
+    find_stores,
     origin_offset,
     read_geojson,
     tile_features,
@@ -270,3 +272,16 @@ def test_builders_leave_the_callers_geometries_alone_and_round_corners():
         [523.33, 20.0],
         [523.33, 533.33],
     ]
+
+
+def test_a_run_folder_exports_only_the_slides_the_run_scored(tmp_path):
+    make_store(tmp_path, "S1", run="r1")
+    make_store(tmp_path, "S2", run=None)  # in the project, not in the run
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "predictions.csv").write_text("slide_id,prob_1\nS1,0.9\n")
+    summaries = export_stores(run_dir, tmp_path / "out", what=("tiles",))
+    assert [s.slide_id for s in summaries] == ["S1"] and summaries[0].error is None
+    (run_dir / "predictions.csv").unlink()  # a run folder without predictions: every store
+    assert [p.stem for p in find_stores(run_dir)[0]] == ["S1", "S2"]
+    assert find_stores(run_dir)[1] == "r1"

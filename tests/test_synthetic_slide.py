@@ -203,6 +203,9 @@ def test_same_seed_same_file_and_worker_processes_match(
         ({"level_downsample": 3}, "divide tile_px"),
         ({"n_pen_marks": 1.5}, "n_pen_marks"),
         ({"width_px": True}, "width_px"),
+        ({"n_tumour_regions": -1}, "n_tumour_regions"),
+        ({"tumour_radius_um": (300.0, 100.0)}, "tumour_radius_um must be"),
+        ({"tumour_nucleus_diameter_um": 9.0}, "tumour_nucleus_diameter_um must be"),
     ],
 )
 def test_invalid_specs_raise_clear_errors(overrides: dict, message: str) -> None:

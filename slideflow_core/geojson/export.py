@@ -11,6 +11,7 @@ ids, orientation, the bounds origin) are in :mod:`slideflow_core.geojson.objects
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import time
@@ -325,7 +326,8 @@ def export_store(
 def find_stores(target: str | os.PathLike[str]) -> tuple[list[Path], str | None]:
     """The stores of a store, project (``stores/*.zarr``) or run folder (``runs/<run>``).
 
-    Returns the stores and, for a run folder, the run name.
+    Returns the stores and, for a run folder, the run name; a run folder with a
+    ``predictions.csv`` gives only the stores of the slides the run scored.
 
     Raises
     ------
@@ -339,6 +341,11 @@ def find_stores(target: str | os.PathLike[str]) -> tuple[list[Path], str | None]
     if (path / "zarr.json").is_file():
         return [path], run
     stores = sorted(p for p in (path / "stores").glob("*.zarr") if (p / "zarr.json").is_file())
+    predictions = Path(target) / "predictions.csv"
+    if run is not None and predictions.is_file():
+        with open(predictions, newline="") as table:
+            scored = {row["slide_id"] for row in csv.DictReader(table)}
+        stores = [store for store in stores if store.stem in scored]
     if not stores:
         raise StoreError(
             f"no slide store found at {target}",

@@ -8,6 +8,7 @@ in a fixed order, so a spec always yields the same scene.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +62,8 @@ def build_scene(spec: SyntheticSlideSpec) -> Scene:
     tissue = as_multipolygon(_tissue_sections(spec, rng).intersection(frame))
     strokes = tuple(_pen_stroke(spec, rng, frame) for _ in range(spec.n_pen_marks))
     patches = _blur_patches(spec, rng, tissue, frame)
-    nuclei = _nuclei(spec, rng, tissue)
+    tumour = _tumour_foci(spec, rng, tissue)
+    nuclei = _nuclei(spec, rng, tissue, tumour)
     truth = SyntheticTruth(
         width_px=spec.width_px,
         height_px=spec.height_px,
@@ -74,6 +76,7 @@ def build_scene(spec: SyntheticSlideSpec) -> Scene:
         nuclei_axis_ratio=nuclei["axis_ratio"],
         nuclei_angle_rad=nuclei["angle_rad"],
         spec=spec,
+        tumour=tumour,
     )
     return Scene(truth, strokes, patches)
 
@@ -176,43 +179,123 @@ def _pen_stroke(spec: SyntheticSlideSpec, rng: np.random.Generator, frame: Polyg
     return PenStroke(outline, ink)
 
 
+def _blobs_in_tissue(
+    rng: np.random.Generator,
+    tissue: MultiPolygon,
+    count: int,
+    radius_px: Callable[[Polygon], float],
+) -> shapely.Geometry:
+    """Union of ``count`` blobs, each centred on a random point of a section chosen by area.
+
+    ``radius_px(section)`` draws the blob's radius; it is called before the centre is drawn.
+    """
+    sections = list(tissue.geoms)
+    weights = np.array([s.area for s in sections])
+    blobs = []
+    for _ in range(count):
+        section = sections[int(rng.choice(len(sections), p=weights / weights.sum()))]
+        radius = radius_px(section)
+        centre = _random_point_in(rng, section)
+        blobs.append(smooth_blob(rng, centre, (radius, radius * rng.uniform(0.6, 1.0))))
+    return shapely.union_all(blobs)
+
+
 def _blur_patches(
     spec: SyntheticSlideSpec, rng: np.random.Generator, tissue: MultiPolygon, frame: Polygon
 ) -> MultiPolygon:
     """Out-of-focus blobs, each centred on a random point of a random tissue section."""
     if tissue.is_empty or spec.n_blur_regions == 0:
         return MultiPolygon()
-    sections = list(tissue.geoms)
-    weights = np.array([s.area for s in sections])
-    patches = []
-    for _ in range(spec.n_blur_regions):
-        section = sections[int(rng.choice(len(sections), p=weights / weights.sum()))]
-        radius = rng.uniform(0.15, 0.3) * math.sqrt(section.area / math.pi)
-        centre = _random_point_in(rng, section)
-        patches.append(smooth_blob(rng, centre, (radius, radius * rng.uniform(0.6, 1.0))))
-    return as_multipolygon(shapely.union_all(patches).intersection(frame))
+    patches = _blobs_in_tissue(
+        rng,
+        tissue,
+        spec.n_blur_regions,
+        lambda section: rng.uniform(0.15, 0.3) * math.sqrt(section.area / math.pi),
+    )
+    return as_multipolygon(patches.intersection(frame))
+
+
+def _tumour_foci(
+    spec: SyntheticSlideSpec, rng: np.random.Generator, tissue: MultiPolygon
+) -> MultiPolygon:
+    """Tumour blobs centred on random tissue points (area-weighted), clipped to the tissue.
+
+    Draws nothing from ``rng`` when there are no foci, so tumour-free specs keep their slides.
+    """
+    if tissue.is_empty or spec.n_tumour_regions == 0:
+        return MultiPolygon()
+    foci = _blobs_in_tissue(
+        rng,
+        tissue,
+        spec.n_tumour_regions,
+        lambda _: rng.uniform(*spec.tumour_radius_um) / spec.mpp,
+    )
+    return as_multipolygon(foci.intersection(tissue))
 
 
 def _nuclei(
-    spec: SyntheticSlideSpec, rng: np.random.Generator, tissue: MultiPolygon
+    spec: SyntheticSlideSpec,
+    rng: np.random.Generator,
+    tissue: MultiPolygon,
+    tumour: MultiPolygon,
 ) -> dict[str, np.ndarray]:
     """Nuclei in the tissue, ordered by level-0 tile (row-major).
 
     The count is Poisson with mean ``area x nuclei_per_mm2``; positions follow a smoothly
     varying density (cellular and sparse areas), which gives the slide large-scale variety.
+    Tumour foci get their own, denser population of larger, more elongated nuclei.
     """
-    area_mm2 = tissue.area * spec.mpp**2 / 1e6
-    count = int(rng.poisson(area_mm2 * spec.nuclei_per_mm2)) if area_mm2 > 0 else 0
+    normal = tissue if tumour.is_empty else as_multipolygon(tissue.difference(tumour))
+    count = _poisson_count(rng, normal, spec.mpp, spec.nuclei_per_mm2)
     density = _DensityField(rng, spec)
-    xy = _points_in(rng, tissue, count, density)
+    populations = [
+        _population(
+            rng, normal, density, count, spec.mpp, spec.nucleus_diameter_um, max_axis_ratio=1.7
+        )
+    ]
+    if not tumour.is_empty:
+        count = _poisson_count(rng, tumour, spec.mpp, spec.tumour_nuclei_per_mm2)
+        populations.append(
+            _population(
+                rng,
+                tumour,
+                density,
+                count,
+                spec.mpp,
+                spec.tumour_nucleus_diameter_um,
+                max_axis_ratio=2.2,
+            )
+        )
+    nuclei = {k: np.concatenate([p[k] for p in populations]) for k in populations[0]}
+    xy = nuclei["xy"]
     tiles_across = math.ceil(spec.width_px / spec.tile_px)
     tile_index = (xy[:, 1] // spec.tile_px) * tiles_across + xy[:, 0] // spec.tile_px
-    xy = xy[np.argsort(tile_index, kind="stable")]
-    low, high = spec.nucleus_diameter_um
+    order = np.argsort(tile_index, kind="stable")
+    return {k: v[order] for k, v in nuclei.items()}
+
+
+def _poisson_count(rng: np.random.Generator, area: MultiPolygon, mpp: float, per_mm2: float) -> int:
+    area_mm2 = area.area * mpp**2 / 1e6
+    return int(rng.poisson(area_mm2 * per_mm2)) if area_mm2 > 0 else 0
+
+
+def _population(
+    rng: np.random.Generator,
+    area: MultiPolygon,
+    density: _DensityField,
+    count: int,
+    mpp: float,
+    diameter_um: tuple[float, float],
+    *,
+    max_axis_ratio: float,
+) -> dict[str, np.ndarray]:
+    """Positions and shapes of ``count`` nuclei in ``area``."""
+    xy = _points_in(rng, area, count, density)
+    low, high = diameter_um
     return {
         "xy": xy,
-        "radius_px": rng.uniform(low, high, count) / 2 / spec.mpp,
-        "axis_ratio": rng.uniform(1.0, 1.7, count),
+        "radius_px": rng.uniform(low, high, count) / 2 / mpp,
+        "axis_ratio": rng.uniform(1.0, max_axis_ratio, count),
         "angle_rad": rng.uniform(0.0, math.pi, count),
     }
 

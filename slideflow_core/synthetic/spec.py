@@ -10,6 +10,8 @@ from typing import Any
 _TILE_MULTIPLE_PX = 16
 # Outside this range the slides API would take the calibration for a writer placeholder.
 _MPP_RANGE = (0.05, 20.0)
+# (min, max) fields, which JSON turns into lists.
+_RANGE_FIELDS = ("nucleus_diameter_um", "tumour_radius_um", "tumour_nucleus_diameter_um")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +52,16 @@ class SyntheticSlideSpec:
         Downsample between consecutive pyramid levels; must divide ``tile_px``.
     associated_images
         Also write Aperio ``label`` and ``macro`` images.
+    n_tumour_regions
+        Number of tumour foci, each a smooth blob centred in tissue (clipped to it). Inside
+        them nuclei are denser, larger and more elongated, as in a carcinoma; the truth
+        keeps the foci as :attr:`SyntheticTruth.tumour`.
+    tumour_radius_um
+        Range of a focus's radius, drawn uniformly.
+    tumour_nuclei_per_mm2
+        Mean nucleus density inside tumour foci.
+    tumour_nucleus_diameter_um
+        Range of tumour nucleus equivalent diameters, drawn uniformly.
     """
 
     width_px: int = 8192
@@ -69,6 +81,10 @@ class SyntheticSlideSpec:
     blur_sigma_um: float = 2.0
     level_downsample: int = 4
     associated_images: bool = True
+    n_tumour_regions: int = 0
+    tumour_radius_um: tuple[float, float] = (150.0, 400.0)
+    tumour_nuclei_per_mm2: float = 7000.0
+    tumour_nucleus_diameter_um: tuple[float, float] = (9.0, 14.0)
 
     def __post_init__(self) -> None:
         _check_int("tile_px", self.tile_px, minimum=_TILE_MULTIPLE_PX)
@@ -83,7 +99,7 @@ class SyntheticSlideSpec:
         _check_float("tissue_fraction", self.tissue_fraction, low=0.01, high=0.9)
         _check_float("hole_probability", self.hole_probability, low=0.0, high=1.0)
         _check_float("nuclei_per_mm2", self.nuclei_per_mm2, low=0.0, high=50_000.0)
-        _check_diameter_range(self.nucleus_diameter_um)
+        _check_range("nucleus_diameter_um", self.nucleus_diameter_um, low=0.5, high=100.0)
         _check_int("n_pen_marks", self.n_pen_marks, minimum=0)
         if self.pen_width_um is not None:
             _check_float("pen_width_um", self.pen_width_um, low=1.0, high=10_000.0)
@@ -96,6 +112,12 @@ class SyntheticSlideSpec:
             )
         if not isinstance(self.associated_images, bool):
             raise ValueError(f"associated_images must be a bool, got {self.associated_images!r}")
+        _check_int("n_tumour_regions", self.n_tumour_regions, minimum=0)
+        _check_range("tumour_radius_um", self.tumour_radius_um, low=1.0, high=100_000.0)
+        _check_float("tumour_nuclei_per_mm2", self.tumour_nuclei_per_mm2, low=0.0, high=50_000.0)
+        _check_range(
+            "tumour_nucleus_diameter_um", self.tumour_nucleus_diameter_um, low=0.5, high=100.0
+        )
 
     @property
     def pen_stroke_px(self) -> float:
@@ -119,7 +141,9 @@ class SyntheticSlideSpec:
     def from_dict(cls, values: dict[str, Any]) -> SyntheticSlideSpec:
         """Inverse of :meth:`to_dict` (JSON turns the diameter tuple into a list)."""
         values = dict(values)
-        values["nucleus_diameter_um"] = tuple(values["nucleus_diameter_um"])
+        for name in _RANGE_FIELDS:
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
 
@@ -138,11 +162,11 @@ def _check_float(name: str, value: object, *, low: float, high: float) -> None:
         raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
 
 
-def _check_diameter_range(value: object) -> None:
+def _check_range(name: str, value: object, *, low: float, high: float) -> None:
     if not (isinstance(value, tuple) and len(value) == 2):
-        raise ValueError(f"nucleus_diameter_um must be a (min, max) tuple, got {value!r}")
-    low, high = value
-    _check_float("nucleus_diameter_um[0]", low, low=0.5, high=100.0)
-    _check_float("nucleus_diameter_um[1]", high, low=0.5, high=100.0)
-    if low > high:
-        raise ValueError(f"nucleus_diameter_um must be (min, max) with min <= max, got {value}")
+        raise ValueError(f"{name} must be a (min, max) tuple, got {value!r}")
+    first, last = value
+    _check_float(f"{name}[0]", first, low=low, high=high)
+    _check_float(f"{name}[1]", last, low=low, high=high)
+    if first > last:
+        raise ValueError(f"{name} must be (min, max) with min <= max, got {value}")

@@ -14,6 +14,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from slideflow_core.synthetic.spec import SyntheticSlideSpec
 
 _FORMAT = "slideflow-core synthetic truth v1"
+_EMPTY_WKT = "MULTIPOLYGON EMPTY"
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +45,8 @@ class SyntheticTruth:
         ``(N,)`` orientation of each major axis, counter-clockwise from +x in image axes.
     spec
         The spec the slide was generated from.
+    tumour
+        Tumour foci (inside ``tissue``; empty when the spec has none).
     """
 
     width_px: int
@@ -57,6 +60,7 @@ class SyntheticTruth:
     nuclei_axis_ratio: np.ndarray = field(repr=False)
     nuclei_angle_rad: np.ndarray = field(repr=False)
     spec: SyntheticSlideSpec = field(repr=False)
+    tumour: MultiPolygon = field(default_factory=MultiPolygon)
 
     @property
     def n_nuclei(self) -> int:
@@ -74,6 +78,10 @@ class SyntheticTruth:
     def blur_mask(self, shape_or_downsample: tuple[int, int] | float) -> np.ndarray:
         """Rasterise :attr:`blur_regions`; see :func:`rasterize` for the argument."""
         return rasterize(self.blur_regions, (self.width_px, self.height_px), shape_or_downsample)
+
+    def tumour_mask(self, shape_or_downsample: tuple[int, int] | float) -> np.ndarray:
+        """Rasterise :attr:`tumour`; see :func:`rasterize` for the argument."""
+        return rasterize(self.tumour, (self.width_px, self.height_px), shape_or_downsample)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the truth as JSON (WKT geometries) plus a ``.npz`` of nuclei beside it.
@@ -106,6 +114,7 @@ class SyntheticTruth:
             "tissue_wkt": shapely.to_wkt(self.tissue, rounding_precision=-1),
             "pen_marks_wkt": shapely.to_wkt(self.pen_marks, rounding_precision=-1),
             "blur_regions_wkt": shapely.to_wkt(self.blur_regions, rounding_precision=-1),
+            "tumour_wkt": shapely.to_wkt(self.tumour, rounding_precision=-1),
             "nuclei_file": nuclei_path.name,
             "n_nuclei": self.n_nuclei,
             "spec": self.spec.to_dict(),
@@ -142,6 +151,8 @@ class SyntheticTruth:
             nuclei_axis_ratio=nuclei["axis_ratio"],
             nuclei_angle_rad=nuclei["angle_rad"],
             spec=SyntheticSlideSpec.from_dict(record["spec"]),
+            # Truth files written before tumour foci existed have none.
+            tumour=as_multipolygon(shapely.from_wkt(record.get("tumour_wkt", _EMPTY_WKT))),
         )
 
 

@@ -1,0 +1,267 @@
+"""MIL training speed and memory: our trainer vs a per-bag loop vs the floors vs torchmil.
+
+    python benchmarks/mil_speed.py [--bags 1000] [--instances 5000] [--dim 1024]
+                                   [--heads abmil,transmil] [--work DIR] [--quick]
+
+Bags live where a real cohort's do: one slide store per bag with a float16
+``features/<model>`` part (``--bags × --instances × --dim``; 1,000 × 5,000 ×
+1,024 is 10 GB on disk and 20 GB as float32, more than this machine's spare
+memory, so every method must stream). ``--work`` keeps the stores between runs.
+
+One epoch per row, fresh model each time, one bag per step (CLAM's setting):
+
+- ``ours``: :func:`mil.fit` (reads the next bag on a loader thread while the
+  model trains on the current one);
+- ``naive per-bag loop``: read a bag, then forward/backward/step, in one
+  thread, as CLAM's reference trainer does;
+- ``floor: read only``: every bag read and converted, no model;
+- ``floor: compute only``: forward/backward/step on one bag already in
+  memory, repeated, no reading;
+- ``torchmil`` (when installed): its ABMIL/TransMIL with the same encoder in the
+  per-bag loop.
+
+Then peak RSS of one epoch (and of inference) on a single 200,000 × ``--dim``
+bag, each in a fresh process: the whole bag, and capped with ``max_instances``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import peak_rss_mb, print_table, write_json
+from mil.data import StoreBags
+from mil.models import create_head
+from mil.tasks import create_task
+from mil.train import MILModel, TrainConfig, fit, predict_bags
+from slideflow_core.features import feature_info, write_features
+from slideflow_core.store import StoreError, commit_store, start_store
+
+MODEL_ID = "bench"
+HUGE_BAG = 200_000
+
+
+def write_bag_store(path: Path, n: int, dim: int, seed: int) -> None:
+    """A committed store holding one ``n × dim`` float16 bag (skipped when complete)."""
+    try:
+        if feature_info(path, MODEL_ID)["n"] == n:
+            return
+    except StoreError:
+        pass
+    commit_store(start_store(path, {"slide_id": path.stem}), path)
+    side = int(np.ceil(np.sqrt(n)))
+    coords = np.stack([np.arange(n) % side, np.arange(n) // side], axis=1) * 256
+    rng = np.random.default_rng(seed)
+    with write_features(
+        path, MODEL_ID, tile_index=np.arange(n), coords=coords, dim=dim, info={}
+    ) as writer:
+        step = max(1, 2**24 // dim)  # 16 M values per block keeps the writer's memory flat
+        for start in range(0, n, step):
+            rows = min(step, n - start)
+            writer.put(start, rng.standard_normal((rows, dim), dtype=np.float32).astype(np.float16))
+
+
+def bag_source(work: Path, bags: int, instances: int, dim: int) -> StoreBags:
+    """``bags`` stores under ``work`` (written on first use), labels alternating."""
+    stores = []
+    for i in range(bags):
+        path = work / f"bag-{i:05d}.zarr"
+        write_bag_store(path, instances, dim, seed=i)
+        stores.append(str(path))
+    ids = tuple(Path(s).stem for s in stores)
+    return StoreBags(
+        stores=tuple(stores), model_id=MODEL_ID, labels=tuple(i % 2 for i in range(bags)),
+        ids=ids, patients=ids, sizes=(instances,) * bags, feature_dim=dim,
+    )  # fmt: skip
+
+
+def _head(name: str, dim: int) -> MILModel:
+    torch.manual_seed(0)
+    return MILModel(create_head(name, in_dim=dim, n_out=2))
+
+
+def _step_fn(model: torch.nn.Module, loss_of: Callable) -> Callable[[torch.Tensor, int], None]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-4)
+
+    def step(x: torch.Tensor, y: int) -> None:
+        loss = loss_of(model, x, torch.tensor([y]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _ours_loss(model: MILModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(model(x[None]).logits, y)
+
+
+def _per_bag_loop(source: StoreBags, step: Callable[[torch.Tensor, int], None]) -> None:
+    for i in range(len(source)):
+        step(torch.from_numpy(source.features(i)), source.labels[i])
+
+
+def _torchmil(name: str, dim: int) -> tuple[torch.nn.Module, Callable] | None:
+    """torchmil's model with our default encoder (Linear(dim, 256) + ReLU), or None."""
+    try:
+        from torchmil.models import ABMIL, TransMIL
+    except ImportError:
+        return None
+    encoder = torch.nn.Sequential(torch.nn.Linear(dim, 256), torch.nn.ReLU())
+    torch.manual_seed(0)
+    if name == "abmil":
+        model = ABMIL(in_shape=(dim,), feat_ext=encoder)
+    elif name == "transmil":
+        model = TransMIL(in_shape=(dim,), feat_ext=encoder)
+    else:
+        return None
+
+    def loss_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _, losses = model.compute_loss(y.float(), x[None])
+        return sum(losses.values())
+
+    return model, loss_of
+
+
+def epoch_rows(source: StoreBags, heads: list[str]) -> list[dict]:
+    """Seconds per epoch of every method, with ratios to the naive loop and the floor."""
+    rows: list[dict] = []
+    n = len(source)
+
+    def record(head: str, method: str, seconds: float) -> None:
+        rows.append({"head": head, "method": method, "s/epoch": seconds, "bags/s": n / seconds})
+        print(f"{head:9s} {method:34s} {seconds:8.1f} s/epoch", flush=True)
+
+    start = time.perf_counter()
+    for i in range(n):
+        source.features(i)
+    record("-", "floor: read only", time.perf_counter() - start)
+    task = create_task("classification", source.labels)
+    for head in heads:
+        in_memory = torch.from_numpy(source.features(0))
+        step = _step_fn(_head(head, source.dim), _ours_loss)
+        start = time.perf_counter()
+        for i in range(n):
+            step(in_memory, i % 2)
+        record(head, "floor: compute only", time.perf_counter() - start)
+        step = _step_fn(_head(head, source.dim), _ours_loss)
+        start = time.perf_counter()
+        _per_bag_loop(source, step)
+        record(head, "naive per-bag loop", time.perf_counter() - start)
+        config = TrainConfig(epochs=1, batch_size=1, patience=None, lr=2e-4, schedule="constant")
+        start = time.perf_counter()
+        fit(_head(head, source.dim), task, source, None, config)
+        record(head, "ours (mil.fit)", time.perf_counter() - start)
+        peer = _torchmil(head, source.dim)
+        if peer is not None:
+            start = time.perf_counter()
+            _per_bag_loop(source, _step_fn(*peer))
+            record(head, "torchmil, same encoder, per-bag loop", time.perf_counter() - start)
+    for row in rows:
+        naive = next(
+            (r for r in rows if r["head"] == row["head"] and r["method"] == "naive per-bag loop"),
+            None,
+        )
+        compute = next(
+            (r for r in rows if r["head"] == row["head"] and r["method"] == "floor: compute only"),
+            None,
+        )
+        read = rows[0]["s/epoch"]
+        if naive and compute:
+            row["× naive"] = naive["s/epoch"] / row["s/epoch"]
+            row["floor / this"] = max(compute["s/epoch"], read) / row["s/epoch"]
+    return rows
+
+
+def _huge_child(store: str, dim: int, mode: str) -> None:
+    """One epoch (or one prediction) on the 200k bag; prints seconds and peak RSS as JSON."""
+    source = StoreBags(
+        stores=(store,) * 2, model_id=MODEL_ID, labels=(0, 1), ids=("a", "b"),
+        patients=("a", "b"), sizes=(HUGE_BAG,) * 2, feature_dim=dim,
+    )  # fmt: skip
+    task = create_task("classification", source.labels)
+    model = _head("abmil", dim)
+    start = time.perf_counter()
+    if mode == "predict":
+        predict_bags(model, task, source.subset([0]))
+    else:
+        cap = None if mode == "train" else int(mode.split(":")[1])
+        fit(model, task, source, None, TrainConfig(epochs=1, max_instances=cap, patience=None))
+    print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}))
+
+
+def huge_bag_rows(work: Path, dim: int) -> list[dict]:
+    """Peak RSS on a 200,000-instance bag, each mode in a fresh process."""
+    store = work / "huge-bag.zarr"
+    write_bag_store(store, HUGE_BAG, dim, seed=7)
+    rows = []
+    for mode, what in (
+        ("train", "train, whole bag"),
+        ("train:8192", "train, max_instances=8192"),
+        ("predict", "predict, whole bag"),
+    ):
+        command = [sys.executable, __file__, "--huge-child", str(store), "--dim", str(dim)]
+        out = subprocess.run([*command, "--mode", mode], capture_output=True, text=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
+        rows.append({
+            "bag": f"{HUGE_BAG:,} × {dim:,} (float16 store)", "ABMIL": what,
+            "seconds (2 bags)": result.get("seconds", "failed"),
+            "peak RSS MiB": result.get("peak_rss_mb", out.stderr[-300:]),
+            "one bag as float32 MiB": HUGE_BAG * dim * 4 / 2**20,
+        })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bags", type=int, default=1000)
+    parser.add_argument("--instances", type=int, default=5000)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--heads", default="abmil,transmil")
+    parser.add_argument("--work", type=Path, help="folder for the bag stores (kept)")
+    parser.add_argument("--quick", action="store_true", help="100 bags × 2,000 instances")
+    parser.add_argument("--no-huge", action="store_true", help="skip the 200k-instance bag")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
+    parser.add_argument("--huge-child", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="train", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.huge_child:
+        _huge_child(args.huge_child, args.dim, args.mode)
+        return
+    if args.quick:
+        args.bags, args.instances = 100, 2000
+    with tempfile.TemporaryDirectory(prefix="sfc-mil-speed-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        source = bag_source(work, args.bags, args.instances, args.dim)
+        print(f"{args.bags} bag stores ready in {time.perf_counter() - start:.0f} s", flush=True)
+        rows = epoch_rows(source, args.heads.split(","))
+        memory = [] if args.no_huge else huge_bag_rows(work, args.dim)
+    print(
+        f"\nOne epoch, {args.bags:,} bags × {args.instances:,} instances × {args.dim:,}-d "
+        f"(float16 stores), batch 1, CPU ({torch.get_num_threads()} torch threads)"
+    )
+    print_table(rows, ["head", "method", "s/epoch", "bags/s", "× naive", "floor / this"])
+    if memory:
+        print(f"\nPeak RSS on one {HUGE_BAG:,}-instance bag (fresh process each)")
+        print_table(memory, list(memory[0]))
+    payload = {
+        "bags": args.bags, "instances": args.instances, "dim": args.dim,
+        "threads": torch.get_num_threads(), "epoch": rows, "huge_bag": memory,
+    }  # fmt: skip
+    print(f"\nwrote {write_json('mil_speed', payload, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
