@@ -28,8 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import peak_rss_mb, print_table, write_json
 from embedders import embed_cohort
@@ -38,21 +36,12 @@ from mil.localisation import localise, regions_from_geojson
 from slideflow_core.cohort import Cohort
 from slideflow_core.features import feature_info
 from slideflow_core.synthetic import SyntheticSlideSpec
-from slideflow_core.synthetic.cohort import TUMOUR_CLASS, write_tumour_cohort
+from slideflow_core.synthetic.cohort import (
+    TUMOUR_CLASS,
+    manifest_annotations,
+    write_tumour_cohort,
+)
 from tiling import TilingConfig, tile_cohort
-
-
-def annotations_of(manifest: Path) -> dict[str, Path]:
-    """Slide id → annotation file, from the manifest's optional ``annotation`` column."""
-    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    if "annotation" not in frame:
-        return {}
-    base = manifest.parent
-    return {
-        row.slide_id: base / row.annotation  # absolute paths stay as they are
-        for row in frame.itertuples()
-        if row.annotation
-    }  # fmt: skip
 
 
 def main() -> None:
@@ -103,7 +92,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     stages["embed"] = time.perf_counter() - start
     print(embedding)
 
-    regions = regions_from_geojson(annotations_of(manifest), classes=[args.lesion_class])
+    regions = regions_from_geojson(manifest_annotations(manifest), classes=[args.lesion_class])
     rows, details = [], {}
     for head in args.heads.split(","):
         start = time.perf_counter()

@@ -46,8 +46,20 @@ class TumourCohort:
 
     def annotations(self) -> dict[str, Path]:
         """Slide id → tumour annotation file, for the positive slides."""
-        frame = pd.read_csv(self.manifest, dtype={"slide_id": str}, keep_default_na=False)
-        return {r.slide_id: Path(r.annotation) for r in frame.itertuples() if r.annotation}
+        return manifest_annotations(self.manifest)
+
+
+def manifest_annotations(manifest: str | os.PathLike[str]) -> dict[str, Path]:
+    """Slide id → annotation file from a manifest's optional ``annotation`` column.
+
+    Empty cells are left out; relative paths are taken from the manifest's folder.
+    Any manifest works, not only a synthetic one (e.g. pathologists' QuPath exports).
+    """
+    manifest = Path(manifest)
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    if "annotation" not in frame:
+        return {}
+    return {r.slide_id: manifest.parent / r.annotation for r in frame.itertuples() if r.annotation}
 
 
 def write_tumour_cohort(
