@@ -21,6 +21,44 @@ from slideflow_core.errors import SlideflowError
 ENTRY_POINT_GROUP = "sfc.commands"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows every option's default and keeps descriptions' line breaks."""
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, *, help: str, description: str = ""
+) -> argparse.ArgumentParser:
+    """Add one ``sfc`` subcommand with the shared help format (defaults shown)."""
+    return subparsers.add_parser(
+        name, help=help, description=description or help, formatter_class=HelpFormatter
+    )
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: works for one release, with a warning naming the new one.
+
+    Use as ``parser.add_argument("--mpp", dest="target_mpp", action=DeprecatedAlias,
+    new="--target-mpp", type=float, help=argparse.SUPPRESS)``.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: object):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"warning: {option_string} is deprecated and will be removed; use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
     """Add the options every Ray-backed command shares: ``--address``, ``--num-cpus``,
     ``--no-progress``."""

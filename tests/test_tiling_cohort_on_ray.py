@@ -52,9 +52,9 @@ def test_cohort_tiles_good_slides_and_reports_bad_ones(ray_session, manifest, tm
     assert len(synthetic) > CONFIG.band_tiles
     assert synthetic.coords.shape == (len(synthetic), 2)
     assert len({tuple(c) for c in synthetic.coords.tolist()}) == len(synthetic)
-    saved = json.loads((tmp_path / "status" / "corrupt.json").read_text())
+    saved = json.loads((tmp_path / "status" / "tile" / "corrupt.json").read_text())
     assert saved["status"] == "failed"
-    summary = pd.read_csv(tmp_path / "tiling_summary.csv")
+    summary = pd.read_csv(tmp_path / "status" / "tile.csv")
     assert len(summary) == 6
     assert "failed" in str(report)
     view = open_cohort(tmp_path)
@@ -68,6 +68,9 @@ def test_rerun_skips_complete_slides_and_retries_failed_ones(ray_session, manife
     statuses = {r.slide_id: r.status for r in second.results}
     assert statuses["cmu-a"] == statuses["synthetic"] == "skipped"
     assert statuses["corrupt"] == "failed"
+    # A skipped slide still reports what its store holds.
+    assert second.outcome("cmu-a").n_tiles == first.outcome("cmu-a").n_tiles > 0
+    assert second.outcome("cmu-a").details["n_kept"] == first.outcome("cmu-a").details["n_kept"]
     assert read_store_attrs(tmp_path / "stores" / "cmu-a.zarr")["parts"]["tiling"]["time"] == stamp
     assert len(first.failed) == len(second.failed) == 3
 

@@ -44,7 +44,7 @@ def register_tile(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_tile(args: argparse.Namespace) -> int:
     from tiling.config import TilingConfig
-    from tiling.runner import tile_cohort
+    from tiling.stage import tile_cohort
 
     config = TilingConfig(
         mpp=args.mpp,

@@ -1,14 +1,14 @@
 """Tiling one slide: plan (tissue + grid + empty store), bands of tiles, commit.
 
 These are plain functions on small frozen records, so the same code runs in
-one process (:func:`tile_slide`) or as Ray tasks (:mod:`tiling.runner`), where
+one process (:func:`tile_slide`) or as Ray tasks (:mod:`tiling.stage`), where
 a large slide's bands run on different workers.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,17 @@ import numpy as np
 import shapely
 from shapely.geometry import mapping
 
-from slideflow_core.errors import failure_text
 from slideflow_core.geojson import read_roi
 from slideflow_core.provenance import file_fingerprint, package_versions, run_context
 from slideflow_core.slides import Slide, open_slide
-from slideflow_core.store import StoreError, part_state, partial_path, use_fast_codecs
+from slideflow_core.stages import SlideOutcome
+from slideflow_core.store import (
+    StoreError,
+    part_state,
+    partial_path,
+    read_store_attrs,
+    use_fast_codecs,
+)
 from tiling.config import TilingConfig
 from tiling.grid import plan_grid
 from tiling.qc import QC_COLUMNS, qc_keep, tile_qc
@@ -78,21 +84,7 @@ class SlidePlan:
     started: float
 
 
-@dataclass(frozen=True)
-class SlideResult:
-    """Outcome of tiling one slide (one row of the cohort summary)."""
-
-    slide_id: str
-    status: str  # "done", "skipped" or "failed"
-    store: str
-    n_tiles: int = 0
-    n_kept: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def check_existing(task: SlideTask, *, overwrite: bool) -> SlideResult | None:
+def check_existing(task: SlideTask, *, overwrite: bool) -> SlideOutcome | None:
     """A ``skipped`` result when a compatible complete store exists, else ``None``.
 
     Raises
@@ -103,7 +95,14 @@ def check_existing(task: SlideTask, *, overwrite: bool) -> SlideResult | None:
     """
     state = part_state(task.store, PART, task.config.identity())
     if state == "complete" and not overwrite:
-        return SlideResult(task.slide_id, "skipped", task.store)
+        info = read_store_attrs(task.store).get("parts", {}).get(PART, {})
+        return SlideOutcome(
+            task.slide_id,
+            "skipped",
+            task.store,
+            n_tiles=int(info.get("n_tiles", 0)),
+            details={"n_kept": int(info.get("n_kept", 0))},
+        )
     if state == "incompatible" and not overwrite:
         raise StoreError(
             f"{task.store} was tiled with a different configuration",
@@ -229,7 +228,7 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, int]:
     return {"tiles": stop - start, "kept": kept, "method": method}
 
 
-def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideResult:
+def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
     """Record provenance, mark the tiling part complete and commit the store."""
     config = plan.task.config
     n_kept = sum(b["kept"] for b in bands)
@@ -238,14 +237,13 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideResult:
         part_state(plan.task.store, PART, config.identity()) == "complete"
     ):
         # A retried commit whose first attempt renamed the store before its worker died.
-        return SlideResult(
+        return SlideOutcome(
             plan.task.slide_id,
             "done",
             plan.task.store,
             n_tiles=plan.n_tiles,
-            n_kept=n_kept,
             seconds=time.time() - plan.started,
-            details={"read_method": ",".join(methods)},
+            details={"n_kept": n_kept, "read_method": ",".join(methods)},
         )
     info = {
         "identity": config.identity(),
@@ -274,25 +272,17 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideResult:
             backend=slide.backend_choice.as_dict(),
         )
     finish_tile_store(plan.partial, plan.task.store, info)
-    return SlideResult(
+    return SlideOutcome(
         plan.task.slide_id,
         "done",
         plan.task.store,
         n_tiles=plan.n_tiles,
-        n_kept=n_kept,
         seconds=time.time() - plan.started,
-        details={"read_method": ",".join(methods), "mpp_actual": choice.actual_mpp},
-    )
-
-
-def failed(task: SlideTask, exc: BaseException, started: float) -> SlideResult:
-    """A ``failed`` result carrying a one-line reason (the traceback for unexpected errors)."""
-    return SlideResult(
-        task.slide_id,
-        "failed",
-        task.store,
-        seconds=time.time() - started,
-        error=failure_text(exc),
+        details={
+            "n_kept": n_kept,
+            "read_method": ",".join(methods),
+            "mpp_actual": choice.actual_mpp,
+        },
     )
 
 
@@ -305,7 +295,7 @@ def tile_slide(
     slide_id: str | None = None,
     backend: str = "auto",
     overwrite: bool = False,
-) -> SlideResult:
+) -> SlideOutcome:
     """Tile one slide into ``store`` in this process.
 
     Parameters
@@ -327,7 +317,7 @@ def tile_slide(
 
     Returns
     -------
-    SlideResult
+    SlideOutcome
         ``done`` or ``skipped``; errors raise (use :func:`tiling.tile_cohort` to
         collect per-slide failures instead).
     """
@@ -351,11 +341,9 @@ def tile_slide(
 
 __all__ = [
     "SlidePlan",
-    "SlideResult",
     "SlideTask",
     "check_existing",
     "commit_slide",
-    "failed",
     "partial_path",
     "plan_slide",
     "tile_band",

@@ -1,0 +1,235 @@
+"""``run_cohort``: any stage over a cohort, the one runner every stage goes through.
+
+It resolves the slides (from a manifest, slide ids, or every store of the
+project), checks the stage once in the driver, runs the slides with the stage's
+executor, writes ``status/<stage>/<slide_id>.json`` as each slide ends, and
+returns one :class:`CohortReport` (also ``status/<stage>.json`` and
+``status/<stage>.csv``). One bad slide never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from slideflow_core.cohort import Cohort, ProjectLayout
+from slideflow_core.errors import SlideflowError
+from slideflow_core.stages.executors import RUNNERS, Sink
+from slideflow_core.stages.outcome import CohortReport, SlideOutcome
+from slideflow_core.stages.protocol import EXECUTORS, SlideRef, Stage
+
+log = logging.getLogger(__name__)
+
+CohortLike = Cohort | str | os.PathLike[str] | Iterable[str] | None
+
+
+class StageError(SlideflowError):
+    """A stage cannot run at all (no stores, no manifest, an unknown executor)."""
+
+
+def _store_refs(layout: ProjectLayout, ids: Iterable[str]) -> tuple[list[SlideRef], list]:
+    refs, failures = [], []
+    for slide_id in ids:
+        try:
+            store = layout.store(slide_id)
+        except ValueError as exc:
+            failures.append(SlideOutcome.failed(str(slide_id), exc))
+            continue
+        refs.append(SlideRef(slide_id, str(store)))
+    return refs, failures
+
+
+def resolve_slides(
+    stage: Stage, layout: ProjectLayout, cohort: CohortLike
+) -> tuple[list[str], list[SlideRef], list[SlideOutcome]]:
+    """Slide ids in order, the slides to run, and outcomes of slides that cannot run.
+
+    A stage that reads slide files needs a cohort (its rows are validated, and a
+    bad row fails that slide alone). Other stages work on stores: by default
+    every store of the project; a slide without a store fails alone.
+    """
+    if isinstance(cohort, (str, os.PathLike)):
+        cohort = Cohort.from_manifest(cohort)
+    if stage.needs_slide_files:
+        if not isinstance(cohort, Cohort):
+            raise StageError(
+                f"the {stage.name} stage reads slide files and needs a cohort manifest",
+                hint="pass the manifest (slide_id, path, ...) of the slides",
+            )
+        problems: dict[str | None, list[str]] = {}
+        for problem in cohort.validate(check_files=True).problems:
+            problems.setdefault(problem.slide_id, []).append(str(problem))
+        refs, failures = [], []
+        for record in cohort:
+            try:
+                store = str(layout.store(record.slide_id))
+            except ValueError as exc:
+                failures.append(SlideOutcome.failed(record.slide_id, exc))
+                continue
+            if record.slide_id in problems:
+                error = "; ".join(problems[record.slide_id])
+                failures.append(SlideOutcome(record.slide_id, "failed", store, error=error))
+                continue
+            refs.append(
+                SlideRef(record.slide_id, store, record.path, record.mpp, dict(record.labels))
+            )
+        return list(cohort.slide_ids), refs, failures
+    if cohort is None:
+        if not layout.stores_dir.is_dir():
+            raise StageError(
+                f"{layout.root} has no stores folder", hint="tile the cohort first (sfc tile)"
+            )
+        ids = sorted(p.name.removesuffix(".zarr") for p in layout.stores_dir.glob("*.zarr"))
+        refs, failures = _store_refs(layout, ids)
+        return ids, refs, failures
+    if isinstance(cohort, Cohort):
+        labels = {r.slide_id: dict(r.labels) for r in cohort}
+        ids = list(cohort.slide_ids)
+    else:
+        ids, labels = [str(i) for i in cohort], {}
+    refs, failures = _store_refs(layout, ids)
+    present = []
+    for ref in refs:
+        if Path(ref.store).is_dir():
+            present.append(SlideRef(ref.slide_id, ref.store, labels=labels.get(ref.slide_id, {})))
+        else:
+            error = StageError(
+                f"{ref.slide_id} has no store at {ref.store}", hint="tile it first (sfc tile)"
+            )
+            failures.append(SlideOutcome.failed(ref.slide_id, error, store=ref.store))
+    return ids, present, failures
+
+
+class _StatusWriter:
+    """Writes status files; a failed write (a full disk) is logged once, never raised."""
+
+    def __init__(self, layout: ProjectLayout, stage: str) -> None:
+        self.layout = layout
+        self.stage = stage
+        self.warned = False
+
+    def slide(self, outcome: SlideOutcome) -> None:
+        self._guard(self.layout.write_status, outcome.slide_id, outcome.to_dict(), self.stage)
+
+    def report(self, report: CohortReport) -> None:
+        folder = self.layout.status_dir
+        self._guard(_write_text, folder / f"{self.stage}.json", report.to_json())
+        self._guard(_write_text, folder / f"{self.stage}.csv", report.to_frame().to_csv(index=False))
+
+    def _guard(self, write: Any, *args: Any) -> None:
+        try:
+            write(*args)
+        except OSError as exc:
+            if not self.warned:
+                log.warning("could not write the %s status files: %s", self.stage, exc)
+                self.warned = True
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_cohort(
+    stage: Stage,
+    project: str | os.PathLike[str],
+    cohort: CohortLike = None,
+    *,
+    overwrite: bool = False,
+    executor: str | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    progress: bool = True,
+    max_in_flight: int | None = None,
+) -> CohortReport:
+    """Run ``stage`` on every slide of a cohort; each slide ends done, skipped or failed.
+
+    Parameters
+    ----------
+    stage
+        A stage (``create_stage("tile", {...})`` or a stage object).
+    project
+        The project folder (``stores/``, ``status/``...; created when missing).
+    cohort
+        A :class:`~slideflow_core.cohort.Cohort`, a manifest path, slide ids, or
+        ``None`` for every store of the project (stages that work on stores).
+    overwrite
+        Redo slides whose output is complete, or was made differently.
+    executor
+        ``"tasks"``, ``"actors"`` or ``"local"`` (this process, no Ray); default:
+        the stage's own.
+    address, num_cpus
+        Ray cluster address (``None``: ``$RAY_ADDRESS`` or a local instance) and
+        cores of a local instance.
+    progress
+        Show a progress bar (tiles, tiles/s, slides).
+    max_in_flight
+        Ray tasks in flight at once (default: twice the cluster's CPUs).
+
+    Returns
+    -------
+    CohortReport
+        One outcome per slide, in cohort order.
+
+    Raises
+    ------
+    StageError
+        If the stage cannot run at all (see :meth:`Stage.prepare` for its own checks).
+    """
+    started = time.time()
+    executor = executor or stage.executor
+    if executor not in EXECUTORS:
+        raise StageError(f"unknown executor {executor!r}", hint=f"one of {', '.join(EXECUTORS)}")
+    layout = ProjectLayout(Path(project)).ensure()
+    ids, slides, results = resolve_slides(stage, layout, cohort)
+    stage.prepare(layout)
+    status = _StatusWriter(layout, stage.name)
+    for outcome in results:
+        status.slide(outcome)
+    bar = tqdm(total=0, unit="tile", disable=not progress, dynamic_ncols=True, desc=stage.name)
+
+    def finished(outcome: SlideOutcome) -> None:
+        results.append(outcome)
+        status.slide(outcome)
+        bar.set_postfix_str(f"slides {len(results)}/{len(ids)}", refresh=False)
+        bar.refresh()
+
+    def planned(n: int) -> None:
+        bar.total += n
+
+    sink = Sink(finished, planned, bar.update)
+    try:
+        if slides:
+            RUNNERS[executor](
+                stage,
+                slides,
+                sink,
+                overwrite=overwrite,
+                address=address,
+                num_cpus=num_cpus,
+                max_in_flight=max_in_flight,
+            )
+    finally:
+        bar.close()
+    rank = {sid: i for i, sid in enumerate(ids)}
+    results.sort(key=lambda r: rank.get(r.slide_id, len(rank)))
+    report = CohortReport(
+        stage=stage.name,
+        part=stage.part(),
+        results=tuple(results),
+        seconds=time.time() - started,
+        project=str(layout.root),
+        startup_seconds=sink.startup_seconds,
+        info=sink.info,
+    )
+    stage.finish(layout, report)
+    status.report(report)
+    return report
