@@ -120,7 +120,8 @@ class _StatusWriter:
     def report(self, report: CohortReport) -> None:
         folder = self.layout.status_dir
         self._guard(_write_text, folder / f"{self.stage}.json", report.to_json())
-        self._guard(_write_text, folder / f"{self.stage}.csv", report.to_frame().to_csv(index=False))
+        table = report.to_frame().to_csv(index=False)
+        self._guard(_write_text, folder / f"{self.stage}.csv", table)
 
     def _guard(self, write: Any, *args: Any) -> None:
         try:
