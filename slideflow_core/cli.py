@@ -78,9 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        register = ep.load()
+        try:
+            register = ep.load()
+        except ImportError as exc:  # its optional dependencies are not installed here
+            _unavailable(subparsers, ep.name, f"{exc} (needed by {ep.value})")
+            continue
         register(subparsers)
     return parser
+
+
+def _unavailable(subparsers: argparse._SubParsersAction, name: str, reason: str) -> None:
+    """A command whose package cannot load: it says why instead of breaking every command."""
+    parser = subparsers.add_parser(name, help=f"(unavailable: {reason})", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def explain(args: argparse.Namespace) -> int:
+        raise SlideflowError(
+            f"sfc {name} is not available: {reason}",
+            hint="install the extras: pip install 'slideflow-core[tiling,embed,mil,cells,cluster]'",
+        )
+
+    parser.set_defaults(func=explain)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
