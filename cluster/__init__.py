@@ -1,4 +1,4 @@
-"""Cluster layer: the per-cohort pipeline (tile → embed) on Ray, locally or on a cluster.
+"""Cluster layer: the per-cohort pipeline (any registered stages) on Ray, locally or on a cluster.
 
 Python API::
 
@@ -8,34 +8,28 @@ Python API::
     job = cluster.submit("manifest.csv", config=config, address="http://HEAD:8265")
     cluster.wait(job, address="http://HEAD:8265")
 
-Stands on every stage (``tiling``, ``embedders``) and on :mod:`slideflow_core`.
+Stages are found through the ``sfc.stages`` entry points (:mod:`slideflow_core.stages`).
 """
 
 from __future__ import annotations
 
-from cluster.config import EmbedStageConfig, PipelineConfig, PipelineConfigError, load_config
+from cluster.config import PipelineConfig, PipelineConfigError, load_config
 from cluster.pipeline import run
 from cluster.report import PipelineReport, StageSummary
 from cluster.rundir import RunDirectory
-from cluster.stages import STAGES, create_stage, list_stages
-from cluster.state import SlideOutcome, SlideStates
+from cluster.state import SlideStates
 from cluster.submit import JobState, SubmitError, cancel, logs, status, submit, wait
 
 __all__ = [
-    "STAGES",
-    "EmbedStageConfig",
     "JobState",
     "PipelineConfig",
     "PipelineConfigError",
     "PipelineReport",
     "RunDirectory",
-    "SlideOutcome",
     "SlideStates",
     "StageSummary",
     "SubmitError",
     "cancel",
-    "create_stage",
-    "list_stages",
     "load_config",
     "logs",
     "run",

@@ -11,35 +11,32 @@ import os
 import sys
 from collections.abc import Sequence
 
-from slideflow_core.cli import add_ray_options
+from slideflow_core.cli import add_command, add_ray_options
 from slideflow_core.errors import SlideflowError
 
 
 def _config(args: argparse.Namespace) -> object:
-    from cluster.config import PipelineConfig, PipelineConfigError
+    from cluster.config import PipelineConfig
 
-    if args.config:
-        config = PipelineConfig.from_yaml(args.config)
-        return config.with_run_dir(args.run_dir) if args.run_dir else config
-    if not args.run_dir:
-        raise PipelineConfigError(
-            "no pipeline config and no run directory",
-            hint="pass --config pipeline.yaml, or --run-dir DIR to tile with the defaults",
-        )
-    return PipelineConfig(run_dir=args.run_dir)
+    config = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
+    if args.run_dir:
+        config = config.with_run_dir(args.run_dir)
+    config.require_run_dir()
+    return config
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="cohort manifest (CSV, TSV or Parquet)")
-    parser.add_argument("--config", help="pipeline YAML (stages, tiling, embed, run_dir)")
+    parser.add_argument("--config", help="pipeline YAML: run_dir, stages and one section per stage")
     parser.add_argument("--run-dir", help="run directory (overrides the config's run_dir)")
 
 
 def register_run(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc run MANIFEST [--config pipeline.yaml]``."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "run",
-        help="run the pipeline (tile -> embed) over a cohort on Ray, resumably",
+        help="run the pipeline's stages (tile, embed, segment, predict, export) on Ray",
         description="Run the configured stages over every slide on Ray (a local instance, "
         "or the cluster of $RAY_ADDRESS / --address). Rerunning resumes: finished slides are "
         "skipped. Writes pipeline/config.yaml, pipeline/state.json and pipeline/report.json "
@@ -74,7 +71,8 @@ def _address(parser: argparse.ArgumentParser) -> None:
 
 def register_submit(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc submit MANIFEST --address http://HEAD:8265 [--config pipeline.yaml]``."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "submit",
         help="submit the pipeline to a Ray cluster (Jobs API); prints the job id",
         description="Submit the pipeline over a cohort as a Ray job. Slide paths must be "
@@ -96,6 +94,16 @@ def register_submit(subparsers: argparse._SubParsersAction) -> None:
         default="upload",
         help="ship this package's source with the job, or use the one in the cluster image",
     )
+    parser.add_argument(
+        "--skip-check",
+        action="store_true",
+        help="submit without first checking that the cluster's Python has the stages' modules",
+    )
+    parser.add_argument(
+        "--pip",
+        action="store_true",
+        help="install modules the cluster lacks with the job (runtime_env pip)",
+    )
     parser.add_argument("--job-id", help="submission id (default sfc-<random>)")
     parser.add_argument("--wait", action="store_true", help="wait for the job and print its logs")
     parser.set_defaults(func=_submit)
@@ -115,6 +123,8 @@ def _submit(args: argparse.Namespace) -> int:
         env=env,
         package=args.package,
         job_id=args.job_id,
+        check=not args.skip_check,
+        pip=args.pip,
     )
     print(job_id)
     if not args.wait:
@@ -127,7 +137,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 def register_status(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc status JOB``."""
-    parser = subparsers.add_parser("status", help="state of a submitted pipeline job")
+    parser = add_command(subparsers, "status", help="state of a submitted pipeline job")
     parser.add_argument("job_id")
     _address(parser)
     parser.set_defaults(func=_status)
@@ -143,7 +153,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def register_logs(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc logs JOB``."""
-    parser = subparsers.add_parser("logs", help="what a submitted pipeline job printed")
+    parser = add_command(subparsers, "logs", help="what a submitted pipeline job printed")
     parser.add_argument("job_id")
     _address(parser)
     parser.set_defaults(func=_logs)
@@ -158,7 +168,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 def register_cancel(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc cancel JOB``."""
-    parser = subparsers.add_parser("cancel", help="stop a submitted pipeline job")
+    parser = add_command(subparsers, "cancel", help="stop a submitted pipeline job")
     parser.add_argument("job_id")
     _address(parser)
     parser.set_defaults(func=_cancel)

@@ -117,8 +117,13 @@ def download_store(url: str, local: str | os.PathLike[str]) -> bool:
 
 def write_text(url: str, text: str) -> None:
     """Write a small text file at ``url`` (one PUT: whole or absent on object storage)."""
+    write_bytes(url, text.encode())
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write a file at ``url`` in one PUT (whole or absent on object storage)."""
     fs, path = filesystem(url)
-    fs.pipe_file(path, text.encode())
+    fs.pipe_file(path, data)
 
 
 def read_text(url: str) -> str | None:

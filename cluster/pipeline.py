@@ -1,4 +1,4 @@
-"""Running the per-cohort pipeline (tile → embed) on Ray, resumably.
+"""Running the per-cohort pipeline (any registered stages, in order) on Ray, resumably.
 
 :func:`run` is the whole pipeline in one call, the same on a laptop (a local
 Ray instance is started) and inside a Ray job on a cluster (it joins the job's
@@ -21,11 +21,10 @@ from typing import Any
 from cluster.config import PipelineConfig, load_config
 from cluster.report import PipelineReport, StageSummary
 from cluster.rundir import PIPELINE_DIR, RunDirectory
-from cluster.stages import Stage, StageContext, create_stage
-from cluster.state import SlideOutcome, SlideStates, StageOutcome
+from cluster.state import SlideStates
 from slideflow_core.cohort import Cohort
-from slideflow_core.errors import failure_text
 from slideflow_core.ray_runtime import ensure_ray
+from slideflow_core.stages import CohortReport, SlideOutcome, Stage, create_stage, run_cohort
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +39,21 @@ def _waves(slide_ids: tuple[str, ...], size: int | None) -> Iterator[list[str]]:
         yield list(slide_ids[start : start + size])
 
 
-def _finished_remotely(
-    rundir: RunDirectory, stages: list[Stage], config: PipelineConfig, slide_id: str
-) -> bool:
+def _finished_remotely(rundir: RunDirectory, stages: list[Stage], slide_id: str) -> bool:
     url = rundir.store_url(slide_id)
-    return all(stage.done_in(url, config) for stage in stages)
+    return all(stage.done(url) for stage in stages)
 
 
-def _blocked(stage: str, slide_ids: list[str]) -> StageOutcome:
+def _outcomes(stage: str, results: list[SlideOutcome], seconds: float = 0.0) -> CohortReport:
+    return CohortReport(stage, stage, tuple(results), seconds, project="")
+
+
+def _blocked(stage: str, slide_ids: list[str]) -> CohortReport:
     """``blocked`` outcomes for slides an earlier stage failed."""
-    return StageOutcome(stage, tuple(SlideOutcome(s, "blocked") for s in slide_ids), 0.0)
+    return _outcomes(stage, [SlideOutcome(s, "blocked") for s in slide_ids])
 
 
-def _upload(rundir: RunDirectory, slide_ids: list[str], keep_local: bool) -> StageOutcome:
+def _upload(rundir: RunDirectory, slide_ids: list[str], keep_local: bool) -> CohortReport:
     started = time.time()
     results = []
     for slide_id in slide_ids:
@@ -61,9 +62,9 @@ def _upload(rundir: RunDirectory, slide_ids: list[str], keep_local: bool) -> Sta
             rundir.push(slide_id, keep_local=keep_local)
             results.append(SlideOutcome(slide_id, "done", seconds=time.time() - began))
         except Exception as exc:  # one failed upload must not stop the others
-            seconds, error = time.time() - began, failure_text(exc)
-            results.append(SlideOutcome(slide_id, "failed", seconds=seconds, error=error))
-    return StageOutcome(UPLOAD, tuple(results), time.time() - started)
+            results.append(SlideOutcome.failed(slide_id, exc, seconds=time.time() - began))
+    rundir.push_outputs()
+    return _outcomes(UPLOAD, results, time.time() - started)
 
 
 def run(
@@ -73,6 +74,7 @@ def run(
     address: str | None = None,
     num_cpus: int | None = None,
     progress: bool = True,
+    run_dir: str | os.PathLike[str] | None = None,
 ) -> PipelineReport:
     """Run the pipeline's stages over a cohort on Ray and write the run directory.
 
@@ -90,6 +92,8 @@ def run(
         Cores of a local Ray instance (default: all).
     progress
         Show the stages' progress bars.
+    run_dir
+        Override of the config's ``run_dir`` (required when the config has none).
 
     Returns
     -------
@@ -100,11 +104,14 @@ def run(
     """
     started = time.time()
     config = load_config(config)
+    if run_dir is not None:
+        config = config.with_run_dir(run_dir)
+    config.require_run_dir()
     cohort = manifest if isinstance(manifest, Cohort) else Cohort.from_manifest(manifest)
-    stages = [create_stage(name) for name in config.stages]
+    stages = [create_stage(name, config.stage_config(name)) for name in config.stages]
+    rundir = RunDirectory.open(str(config.run_dir), work_dir=config.work_dir)
     for stage in stages:
-        stage.prepare(config)
-    rundir = RunDirectory.open(config.run_dir, work_dir=config.work_dir)
+        stage.prepare(rundir.layout)  # every stage fails fast, before any slide is touched
     names = [s.name for s in stages] + ([UPLOAD] if rundir.remote else [])
     rundir.write(f"{PIPELINE_DIR}/config.yaml", config.to_yaml())
     cohort.write(rundir.layout.manifest)
@@ -113,11 +120,10 @@ def run(
         rundir.read(f"{PIPELINE_DIR}/state.json"), cohort.slide_ids, names
     )
     ensure_ray(address or os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus)
-    context = StageContext(config, cohort, rundir.layout, progress)
     totals = {name: StageSummary(name) for name in names}
     batch = config.batch_slides or (REMOTE_BATCH_SLIDES if rundir.remote else None)
 
-    def record(outcome: StageOutcome) -> None:
+    def record(outcome: CohortReport) -> None:
         states.record(outcome.stage, outcome.results)
         totals[outcome.stage] = totals[outcome.stage].add(outcome)
 
@@ -126,16 +132,25 @@ def run(
         if rundir.remote:
             finished = set()
             if not config.overwrite:
-                finished = {s for s in wave if _finished_remotely(rundir, stages, config, s)}
+                finished = {s for s in wave if _finished_remotely(rundir, stages, s)}
             for name in names:
-                skipped = tuple(SlideOutcome(s, "skipped") for s in wave if s in finished)
-                record(StageOutcome(name, skipped, 0.0))
+                record(_outcomes(name, [SlideOutcome(s, "skipped") for s in wave if s in finished]))
             todo = [s for s in wave if s not in finished]
             for slide_id in todo:
                 rundir.pull(slide_id)
         stopped: list[str] = []  # slides of this wave that failed a stage
         for stage in stages:
-            outcome = stage.run(context, todo)
+            outcome = (
+                run_cohort(
+                    stage,
+                    rundir.layout.root,
+                    cohort.subset(todo),
+                    overwrite=config.overwrite,
+                    progress=progress,
+                )
+                if todo
+                else _outcomes(stage.name, [])
+            )
             record(outcome)
             record(_blocked(stage.name, stopped))
             stopped += [r.slide_id for r in outcome.results if r.status == "failed"]

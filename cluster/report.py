@@ -8,7 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from cluster.state import SlideStates, StageOutcome
+from cluster.state import SlideStates
+from slideflow_core.stages import CohortReport
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class StageSummary:
         """Tiles processed (by ``done`` slides) per second of the stage's wall time."""
         return self.tiles / self.seconds if self.seconds > 0 else 0.0
 
-    def add(self, outcome: StageOutcome) -> StageSummary:
+    def add(self, outcome: CohortReport) -> StageSummary:
         """These totals plus one more wave of the stage."""
         counts = {s: getattr(self, s) for s in ("done", "skipped", "failed", "blocked")}
         tiles = self.tiles

@@ -11,19 +11,30 @@ before more stages are added to them, and the pipeline's own files
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.objectstore import download_store, join, read_text, upload_store, write_text
+from cluster.objectstore import (
+    download_store,
+    join,
+    read_text,
+    upload_store,
+    write_bytes,
+    write_text,
+)
 from slideflow_core.cohort import ProjectLayout
 from slideflow_core.cohort.ids import safe_slide_id
 from slideflow_core.cohort.records import is_uri
 
 #: Folder of the pipeline's own files inside a run directory.
 PIPELINE_DIR = "pipeline"
+#: Per-slide exported files (QuPath GeoJSON, heatmaps) and cohort-level prediction tables.
+EXPORTS_DIR = "exports"
+PREDICTIONS_DIR = "predictions"
 
 
 def default_work_dir(url: str) -> Path:
@@ -99,11 +110,27 @@ class RunDirectory:
         return download_store(self.store_url(slide_id), local)
 
     def push(self, slide_id: str, *, keep_local: bool = True) -> int:
-        """Upload a slide's committed store (marker last); returns files sent."""
+        """Upload a slide's exported files, then its committed store (marker last).
+
+        Returns the files sent. The store's marker says which outputs are
+        complete, so it goes after the files it vouches for.
+        """
         if not self.remote:
             return 0
         local = self.layout.store(slide_id)
-        sent = upload_store(local, self.store_url(slide_id))
+        exports = sorted(self.layout.exports.glob(f"{glob.escape(local.stem)}.*"))
+        for path in exports:
+            write_bytes(join(self.url, EXPORTS_DIR, path.name), path.read_bytes())
+        sent = len(exports) + upload_store(local, self.store_url(slide_id))
         if not keep_local:
             shutil.rmtree(local, ignore_errors=True)
         return sent
+
+    def push_outputs(self) -> int:
+        """Upload the cohort-level tables (``predictions/``); returns files sent."""
+        if not self.remote:
+            return 0
+        files = sorted(p for p in (self.layout.root / PREDICTIONS_DIR).glob("*") if p.is_file())
+        for path in files:
+            write_bytes(join(self.url, PREDICTIONS_DIR, path.name), path.read_bytes())
+        return len(files)

@@ -10,42 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
-#: What a stage can have done to a slide. ``blocked``: an earlier stage failed.
-STATUSES = ("done", "skipped", "failed", "blocked")
-
-
-@dataclass(frozen=True)
-class SlideOutcome:
-    """What one stage did to one slide."""
-
-    slide_id: str
-    status: str
-    n_tiles: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    """One stage's run over some slides: per-slide outcomes and wall time."""
-
-    stage: str
-    results: tuple[SlideOutcome, ...]
-    seconds: float
-
-    @property
-    def succeeded(self) -> list[str]:
-        """Slides that may go on to the next stage (done or skipped)."""
-        return [r.slide_id for r in self.results if r.status in ("done", "skipped")]
+from slideflow_core.stages import SlideOutcome
 
 
 class SlideStates:
@@ -81,7 +50,7 @@ class SlideStates:
         return {
             "stages": list(self.stages),
             "slides": {
-                sid: {stage: asdict(o) for stage, o in states.items()}
+                sid: {stage: o.to_dict() for stage, o in states.items()}
                 for sid, states in self._states.items()
             },
         }
@@ -99,7 +68,7 @@ class SlideStates:
         if text:
             for by_stage in json.loads(text).get("slides", {}).values():
                 for stage, outcome in by_stage.items():
-                    states.record(stage, [SlideOutcome(**outcome)])
+                    states.record(stage, [SlideOutcome.from_dict(outcome)])
         return states
 
     def to_frame(self) -> pd.DataFrame:

@@ -12,12 +12,15 @@ which joins the cluster and runs :func:`cluster.run`. :func:`status`,
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shlex
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +28,38 @@ from cluster.config import PipelineConfig, load_config
 from slideflow_core.cohort import Cohort
 from slideflow_core.cohort.records import is_uri
 from slideflow_core.errors import SlideflowError
+from slideflow_core.stages.registry import ENTRY_POINT_GROUP
 
-#: Packages the job needs on the cluster, by stage (``cluster`` always).
-_PACKAGES = {"tile": ("slideflow_core", "tiling"), "embed": ("embedders",)}
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+#: Modules the job imports on the cluster (import name → pip name): the core and cluster
+#: layers always, each stage's own beside them, s3fs for object-storage run directories.
+CORE_MODULES = {
+    "numpy": "numpy",
+    "PIL": "pillow",
+    "cv2": "opencv-python-headless",
+    "openslide": "openslide-python",
+    "tiffslide": "tiffslide",
+    "imagecodecs": "imagecodecs",
+    "shapely": "shapely",
+    "pandas": "pandas",
+    "pyarrow": "pyarrow",
+    "zarr": "zarr",
+    "tqdm": "tqdm",
+    "yaml": "pyyaml",
+    "fsspec": "fsspec",
+}
+STAGE_MODULES = {
+    "embed": {"torch": "torch", "timm": "timm", "safetensors": "safetensors"},
+    "segment": {"skimage": "scikit-image", "scipy": "scipy"},
+    "predict": {"torch": "torch", "safetensors": "safetensors"},
+}
+#: How long the environment check may wait for its probe job.
+PROBE_TIMEOUT_S = 180.0
+_PROBE = (
+    "import importlib.util as u, json, sys; m = json.loads(sys.argv[1]); "
+    "print('SFC-PROBE ' + json.dumps({'python': sys.version.split()[0], "
+    "'missing': [n for n in m if u.find_spec(n) is None]}))"
+)
 Package = Literal["upload", "installed"]
 
 
@@ -69,8 +100,64 @@ def _client(address: str | None) -> Any:
         ) from exc
 
 
+def _stage_packages(stages: Sequence[str]) -> list[str]:
+    """Top-level packages holding these stages (from their ``sfc.stages`` entry points)."""
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return [found[s].split(":")[0].split(".")[0] for s in stages if s in found]
+
+
+def required_modules(config: PipelineConfig) -> dict[str, str]:
+    """Modules (import name → pip name) the pipeline's job imports on the cluster."""
+    needed = dict(CORE_MODULES)
+    for stage in config.stages:
+        needed.update(STAGE_MODULES.get(stage, {}))
+    if config.remote and str(config.run_dir).startswith("s3://"):
+        needed["s3fs"] = "s3fs"
+    return needed
+
+
+def check_cluster(
+    address: str | None,
+    modules: Mapping[str, str],
+    *,
+    runtime_env: dict[str, Any] | None = None,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> list[str]:
+    """Import names of ``modules`` that the cluster's Python lacks (a small probe job).
+
+    The probe runs as a Ray job with the same ``runtime_env`` fields (``pip``,
+    ``container``, env vars) the real job would get, so it sees what the job sees.
+
+    Raises
+    ------
+    SubmitError
+        If the probe job cannot run or does not answer within ``timeout_s``.
+    """
+    client = _client(address)
+    entrypoint = f"python -c {shlex.quote(_PROBE)} {shlex.quote(json.dumps(list(modules)))}"
+    probe_id = f"sfc-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        client.submit_job(
+            entrypoint=entrypoint, runtime_env=runtime_env or None, submission_id=probe_id
+        )
+    except RuntimeError as exc:
+        raise SubmitError(f"the Ray Jobs API refused the environment probe: {exc}") from exc
+    state = wait(probe_id, address=address, timeout_s=timeout_s, poll_s=0.5)
+    text = logs(probe_id, address=address)
+    answer = next((line for line in text.splitlines() if line.startswith("SFC-PROBE ")), None)
+    if answer is None:
+        if not state.finished:
+            cancel(probe_id, address=address)
+        tail = " | ".join(text.strip().splitlines()[-3:])
+        raise SubmitError(
+            f"could not check the cluster's Python environment (probe job {state}): {tail}",
+            hint="check that `python` on the Ray head works; --skip-check submits anyway",
+        )
+    return list(json.loads(answer.removeprefix("SFC-PROBE "))["missing"])
+
+
 def _package_dirs(config: PipelineConfig) -> list[str]:
-    names = ["cluster", *(p for stage in config.stages for p in _PACKAGES[stage])]
+    names = ["slideflow_core", "cluster", *_stage_packages(config.stages)]
     dirs = []
     for name in dict.fromkeys(names):
         spec = importlib.util.find_spec(name)
@@ -105,6 +192,8 @@ def submit(
     package: Package = "upload",
     runtime_env: dict[str, Any] | None = None,
     job_id: str | None = None,
+    check: bool = True,
+    pip: bool = False,
 ) -> str:
     """Submit the pipeline over a cohort as a Ray job; returns the job id.
 
@@ -132,16 +221,24 @@ def submit(
         More Ray ``runtime_env`` fields (``pip``, ``container``...), merged in.
     job_id
         Submission id (default ``sfc-<random>``).
+    check
+        Before uploading anything, run a probe job that checks the cluster's
+        Python has every module the stages import (:func:`check_cluster`).
+    pip
+        Install the modules the cluster lacks with the job (``runtime_env`` ``pip``;
+        the nodes must reach the package index).
 
     Raises
     ------
     SubmitError
-        If the run directory is relative, a variable is missing, or the Jobs
-        API is unreachable.
+        If the run directory is relative, a variable is missing, the Jobs API is
+        unreachable, or the cluster lacks modules the stages need.
     """
     config = load_config(config)
     if run_dir is not None:
         config = config.with_run_dir(run_dir)
+    config.require_run_dir()
+    assert config.run_dir is not None
     if not (is_uri(config.run_dir) or os.path.isabs(config.run_dir)):
         raise SubmitError(
             f"run_dir {config.run_dir!r} is relative, but the job runs on the cluster",
@@ -152,13 +249,30 @@ def submit(
     cohort = manifest if isinstance(manifest, Cohort) else Cohort.from_manifest(manifest)
     client = _client(address)
     job_id = job_id or f"sfc-{uuid.uuid4().hex[:12]}"
+    variables = {"RAY_AUTH_MODE": "disabled", **_env_vars(env)}
+    extra = dict(runtime_env or {})
+    if check or pip:
+        modules = required_modules(config)
+        probe_env = {**extra, "env_vars": variables}
+        missing = check_cluster(address, modules, runtime_env=probe_env)
+        if missing and pip:
+            extra["pip"] = [*extra.get("pip", []), *(modules[m] for m in missing)]
+        elif missing:
+            names = ", ".join(f"{m} (pip: {modules[m]})" for m in missing)
+            raise SubmitError(
+                f"the Ray cluster at {address or '$RAY_ADDRESS'} lacks modules the "
+                f"{', '.join(config.stages)} stages import: {names}",
+                hint="start `ray start` on every node from an environment with "
+                "pip install 'slideflow-core[tiling,embed,mil,cells,cluster]' (or the image in "
+                "deploy/Dockerfile), or pass --pip to install them with the job",
+            )
     with tempfile.TemporaryDirectory(prefix="sfc-job-") as staging:
         cohort.write(Path(staging) / "manifest.csv")  # absolute paths and URLs
         (Path(staging) / "pipeline.yaml").write_text(config.to_yaml())
         environment: dict[str, Any] = {
             "working_dir": staging,
-            "env_vars": {"RAY_AUTH_MODE": "disabled", **_env_vars(env)},
-            **(runtime_env or {}),
+            "env_vars": variables,
+            **extra,
         }
         if package == "upload":
             environment["py_modules"] = [*environment.get("py_modules", []), *_package_dirs(config)]

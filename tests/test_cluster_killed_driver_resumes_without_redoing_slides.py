@@ -38,7 +38,7 @@ def test_rerun_after_a_killed_driver_skips_finished_slides(synthetic_slide, tmp_
     manifest = tmp_path / "manifest.csv"
     ids = write_manifest(manifest, str(slide), 6)
     run_dir = tmp_path / "run"
-    config = cluster.PipelineConfig(run_dir=str(run_dir), tiling=TILING)
+    config = cluster.PipelineConfig(run_dir=str(run_dir), settings={"tile": TILING})
     config_path = tmp_path / "pipeline.yaml"
     config_path.write_text(config.to_yaml())
 
@@ -52,13 +52,13 @@ def test_rerun_after_a_killed_driver_skips_finished_slides(synthetic_slide, tmp_
     )
     try:
         deadline = time.monotonic() + 240
-        while not _done(run_dir / "status") and time.monotonic() < deadline:
+        while not _done(run_dir / "status" / "tile") and time.monotonic() < deadline:
             assert driver.poll() is None, "sfc run ended before any slide was done"
             time.sleep(0.05)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    finished = _done(run_dir / "status")
+    finished = _done(run_dir / "status" / "tile")
     assert finished, "no slide finished before the deadline"
     # A slide may be committed by its worker before the driver hears of it: it
     # counts as finished too (its store is complete), and must not be redone.

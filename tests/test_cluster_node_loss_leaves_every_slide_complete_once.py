@@ -40,7 +40,7 @@ def test_removing_a_worker_node_mid_run_loses_no_slide(synthetic_slide, tmp_path
     slide, _ = synthetic_slide
     manifest = tmp_path / "manifest.csv"
     ids = write_manifest(manifest, str(slide), 6)
-    config = cluster.PipelineConfig(run_dir=str(tmp_path / "run"), tiling=TILING)
+    config = cluster.PipelineConfig(run_dir=str(tmp_path / "run"), settings={"tile": TILING})
     with private_ray():
         # Ray maps 127.0.0.1 to this machine's own address for drivers, so the
         # nodes use that (every process stays on this machine).

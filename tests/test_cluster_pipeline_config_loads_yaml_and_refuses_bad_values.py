@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cluster import EmbedStageConfig, PipelineConfig, PipelineConfigError, load_config
-from cluster.stages import create_stage
+from cluster import PipelineConfig, PipelineConfigError, load_config
 from slideflow_core.errors import RegistryError
+from slideflow_core.stages import create_stage
 from tiling import TilingConfig
 
 
@@ -14,8 +14,10 @@ def test_yaml_round_trip_keeps_every_field(tmp_path):
     config = PipelineConfig(
         run_dir="s3://bucket/project",
         stages=("embed", "tile"),
-        tiling=TilingConfig(mpp=0.25, tile_px=224, stain="macenko", stain_reference="ref.png"),
-        embed=EmbedStageConfig(model="timm:vit_small_patch16_224", num_actors=2, dtype="float32"),
+        settings={
+            "tile": TilingConfig(mpp=0.25, tile_px=224, stain="macenko", stain_reference="ref.png"),
+            "embed": {"model": "timm:vit_small_patch16_224", "num_actors": 2, "dtype": "float32"},
+        },
         batch_slides=8,
     )
     path = tmp_path / "pipeline.yaml"
@@ -33,7 +35,7 @@ def test_minimal_yaml_tiles_with_defaults(tmp_path):
     path.write_text("run_dir: /data/project\ntiling: {mpp: 0.5, tile_px: 256}\n")
     config = PipelineConfig.from_yaml(path)
     assert config.stages == ("tile",)
-    assert config.tiling == TilingConfig(mpp=0.5, tile_px=256)
+    assert config.stage_config("tile") == TilingConfig(mpp=0.5, tile_px=256)  # old section name
     assert not config.remote
     assert config.with_run_dir("/elsewhere").run_dir == "/elsewhere"
 
@@ -41,14 +43,13 @@ def test_minimal_yaml_tiles_with_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("run_dir: /x\nstages: [tile, segment]\n", "stages must be"),
-        ("run_dir: /x\nstages: [tile, embed]\n", "needs an embed section"),
+        ("run_dir: /x\nstages: [tile, segmentation]\n", "stages must be"),
+        ("run_dir: /x\nstages: [tile, embed]\n", "the embed stage"),
         ("run_dir: /x\nbatch_slides: 0\n", "batch_slides"),
-        ("run_dir: /x\ntiling: {mpp: 0.5, tile_size: 3}\n", "unknown tiling keys"),
-        ("run_dir: /x\ntiling: {mpp: -1}\n", "resolution must be positive"),
-        ("run_dir: /x\nembed: {model: uni, tiles: some}\n", "embed.tiles"),
+        ("run_dir: /x\ntiling: {mpp: 0.5, tile_size: 3}\n", "unknown settings"),
+        ("run_dir: /x\ntile: {mpp: -1}\n", "resolution must be positive"),
+        ("run_dir: /x\nembed: {model: uni, tiles: some}\n", "tiles"),
         ("run_dir: /x\nworkers: 3\n", "unknown keys"),
-        ("stages: [tile]\n", "run_dir"),
         ("run_dir: [unclosed\n", "not valid YAML"),
     ],
 )
@@ -65,6 +66,20 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_stages_are_chosen_by_name_from_a_registry():
-    assert create_stage("tile").part(PipelineConfig(run_dir="/x")) == "tiling"
+    assert create_stage("tile").part() == "tiling"
     with pytest.raises(RegistryError, match="did you mean"):
         create_stage("tiles")
+
+
+def test_run_dir_can_come_from_the_command_line(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("stages: [tile]\ntile: {mpp: 0.5}\n")
+    config = PipelineConfig.from_yaml(path)
+    with pytest.raises(PipelineConfigError, match="no run directory"):
+        config.require_run_dir()
+    assert config.with_run_dir(tmp_path / "run").require_run_dir() == str(tmp_path / "run")
+
+
+def test_stages_run_in_their_own_order_whatever_the_list_says():
+    config = PipelineConfig(run_dir="/x", stages=("export", "tile"))
+    assert config.stages == ("tile", "export")

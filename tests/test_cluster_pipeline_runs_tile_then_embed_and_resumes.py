@@ -33,8 +33,7 @@ def test_tile_then_embed_records_states_and_the_rerun_skips_everything(
     config = cluster.PipelineConfig(
         run_dir=str(tmp_path / "run"),
         stages=("tile", "embed"),
-        tiling=TILING,
-        embed=cluster.EmbedStageConfig(model="handcrafted"),
+        settings={"tile": TILING, "embed": {"model": "handcrafted"}},
     )
 
     first = cluster.run(manifest, config, progress=False)

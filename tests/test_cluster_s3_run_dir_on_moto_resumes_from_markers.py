@@ -62,7 +62,7 @@ def test_pipeline_on_s3_uploads_marker_last_and_resumes(s3, cmu_svs, tmp_path):
     )
     run_dir = "s3://results/project"
     config = cluster.PipelineConfig(
-        run_dir=run_dir, tiling=TILING, work_dir=str(tmp_path / "work1"), batch_slides=2
+        run_dir=run_dir, settings={"tile": TILING}, work_dir=str(tmp_path / "work1"), batch_slides=2
     )
     url = {sid: f"{run_dir}/stores/{sid}.zarr" for sid in ids}
 

@@ -125,8 +125,7 @@ def test_sfc_submit_tiles_and_embeds_a_cohort_on_a_two_node_cluster(
     config = cluster.PipelineConfig(
         run_dir=str(run_dir),
         stages=("tile", "embed"),
-        tiling=TILING,
-        embed=cluster.EmbedStageConfig(model="handcrafted", num_actors=2),
+        settings={"tile": TILING, "embed": {"model": "handcrafted", "num_actors": 2}},
     )
     config_path = tmp_path / "pipeline.yaml"
     config_path.write_text(config.to_yaml())
