@@ -11,14 +11,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from slideflow_core import __version__
 from slideflow_core.errors import SlideflowError
 
 ENTRY_POINT_GROUP = "sfc.commands"
+
+#: Errors of the standard library that, raised by a command, mean the user named
+#: something wrong (a missing file, a bad value): shown as one line with a hint.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+)
+
+#: The fix for a missing manifest, shared by every command that reads one.
+MANIFEST_HINT = "check the path, or write one: sfc cohort from-folder SLIDES/ --out manifest.csv"
+
+
+class CommandError(SlideflowError):
+    """A command was given something that is not there, or not of the kind it needs."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -67,8 +88,50 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full ``sfc`` parser with every installed subcommand."""
+def existing_file(path: str | os.PathLike[str], what: str, *, hint: str | None = None) -> Path:
+    """``path`` if it is a file; else a :class:`CommandError` naming ``what`` it should be."""
+    found = Path(path).expanduser()
+    if found.is_file():
+        return found
+    if found.is_dir():
+        raise CommandError(f"{what} {path} is a folder, not a file", hint=hint or _see_path())
+    raise CommandError(f"{what} not found: {path}", hint=hint or _see_path())
+
+
+def existing_folder(path: str | os.PathLike[str], what: str, *, hint: str | None = None) -> Path:
+    """``path`` if it is a folder; else a :class:`CommandError` naming ``what`` it should be."""
+    found = Path(path).expanduser()
+    if found.is_dir():
+        return found
+    if found.exists():
+        raise CommandError(f"{what} {path} is a file, not a folder", hint=hint or _see_path())
+    raise CommandError(f"{what} not found: {path}", hint=hint or _see_path())
+
+
+def output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` if a file can be written there: its folder exists and it is not a folder."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise CommandError(f"{what} {path} is a folder", hint="give a file name")
+    folder = out.parent
+    if not folder.is_dir():
+        raise CommandError(
+            f"cannot write {what} {path}: folder {folder} does not exist",
+            hint=f"create it first (mkdir -p {folder}) or write elsewhere",
+        )
+    return out
+
+
+def _see_path() -> str:
+    return f"check the path; relative paths start from {Path.cwd()}"
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``sfc`` parser with every installed subcommand, or only ``command``.
+
+    Loading one command's entry point (not all) keeps a command's start-up to
+    the libraries it uses itself.
+    """
     parser = argparse.ArgumentParser(
         prog="sfc",
         description="slideflow-core: whole-slide pathology from slides to tiles, features, "
@@ -77,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"slideflow-core {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    if any(ep.name == command for ep in found):
+        found = [ep for ep in found if ep.name == command]
+    for ep in found:
         try:
             register = ep.load()
         except ImportError as exc:  # its optional dependencies are not installed here
@@ -101,9 +167,36 @@ def _unavailable(subparsers: argparse._SubParsersAction, name: str, reason: str)
     parser.set_defaults(func=explain)
 
 
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _print_error(exc: Exception, command: str) -> None:
+    """``error:`` with the message (and its details), then ``hint:`` with the fix."""
+    fallback = f"see sfc {command} --help; -v shows where the error was raised"
+    if isinstance(exc, SlideflowError):
+        message, details, hint = exc.message, exc.details(), exc.hint
+    else:
+        named = isinstance(exc, OSError) and exc.filename is not None
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        message = f"{reason}: {exc.filename}" if named else str(exc) or type(exc).__name__
+        details = []
+        hint = _see_path() if isinstance(exc, (FileNotFoundError, NotADirectoryError)) else None
+    print(f"error: {message}", file=sys.stderr)
+    for line in details:
+        print(f"  - {line}", file=sys.stderr)
+    print(f"hint: {hint or fallback}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``sfc``; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
-    parser = build_parser()
+    """Run ``sfc``; returns the process exit code (0 ok, 1 failure, 2 usage error).
+
+    A user's mistake (our errors, and missing files or bad values) prints one
+    ``error:`` line and a ``hint:`` line, never a traceback (``-v`` adds it).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_name(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -114,12 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except SlideflowError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        for line in exc.details():
-            print(f"  - {line}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+    except (SlideflowError, *USER_ERRORS) as exc:
+        if args.verbose:
+            traceback.print_exc()
+        _print_error(exc, args.command)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

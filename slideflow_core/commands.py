@@ -12,6 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from slideflow_core.cli import (
+    MANIFEST_HINT,
+    DeprecatedAlias,
+    add_command,
+    existing_file,
+    existing_folder,
+    output_file,
+)
 from slideflow_core.slides import list_readers, open_slide, readers
 
 
@@ -20,21 +28,37 @@ def _add_backend_option(parser: argparse.ArgumentParser) -> None:
         "--backend",
         default="auto",
         choices=["auto", *readers.names()],
-        help="slide reader to use (default: auto, the first that decodes the file)",
+        help="slide reader to use (auto: the first that decodes the file)",
+    )
+
+
+def _add_slide_mpp_option(
+    parser: argparse.ArgumentParser, help: str, default: float | None = None
+) -> None:
+    """``--slide-mpp`` (the slide's own level-0 µm/px), and its old spelling ``--mpp``."""
+    parser.add_argument("--slide-mpp", type=float, default=default, help=help)
+    parser.add_argument(
+        "--mpp",
+        dest="slide_mpp",
+        type=float,
+        action=DeprecatedAlias,
+        new="--slide-mpp",
+        help=argparse.SUPPRESS,
     )
 
 
 # -- sfc info ------------------------------------------------------------------------
 def register_info(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc info SLIDE``."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "info",
         help="show a slide's levels, resolution, vendor and associated images",
         description="Open a slide and print what a pipeline needs to know about it.",
     )
     parser.add_argument("slide", help="slide file (SVS, NDPI, TIFF, DICOM, ...)")
     _add_backend_option(parser)
-    parser.add_argument("--mpp", type=float, help="level-0 µm/px override for uncalibrated files")
+    _add_slide_mpp_option(parser, "level-0 µm/px of an uncalibrated slide (its calibration)")
     parser.add_argument("--thumbnail", metavar="PNG", help="also write a thumbnail PNG here")
     parser.add_argument("--max-px", type=int, default=1024, help="thumbnail's longer side")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -48,7 +72,7 @@ def _run_info(args: argparse.Namespace) -> int:
             state = "available" if row["available"] else f"unavailable: {row['reason']}"
             print(f"{row['name']:<10} {state:<12} {row.get('description', '')}")
         return 0
-    with open_slide(args.slide, backend=args.backend, mpp=args.mpp) as slide:
+    with open_slide(args.slide, backend=args.backend, mpp=args.slide_mpp) as slide:
         info = slide.describe()
         if args.thumbnail:
             write_png(slide.thumbnail(args.max_px), args.thumbnail)
@@ -72,7 +96,7 @@ def format_info(info: dict[str, Any]) -> str:
     mpp = (
         f"{info['mpp']:.4f} µm/px from {info['mpp_source']}"
         if info["mpp"]
-        else "MISSING (pass --mpp or fill the manifest's mpp column)"
+        else "MISSING (pass --slide-mpp or fill the manifest's mpp column)"
     )
     magnification = f"{info['magnification']:g}x" if info["magnification"] else "unknown"
     lines += [
@@ -109,12 +133,16 @@ def write_png(image: Any, path: str | Path) -> Path:
 # -- sfc cohort ----------------------------------------------------------------------
 def register_cohort(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc cohort validate`` and ``sfc cohort from-folder``."""
-    parser = subparsers.add_parser(
-        "cohort", help="validate or build cohort manifests", description="Cohort manifests."
+    parser = add_command(
+        subparsers,
+        "cohort",
+        help="validate or build cohort manifests",
+        description="Cohort manifests.",
     )
     actions = parser.add_subparsers(dest="cohort_command", metavar="ACTION", required=True)
 
-    validate = actions.add_parser(
+    validate = add_command(
+        actions,
         "validate",
         help="check a manifest and report every bad row at once",
         description="Check a CSV/Parquet manifest: required columns, safe unique slide ids, "
@@ -125,7 +153,8 @@ def register_cohort(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("--json", action="store_true", help="print problems as JSON")
     validate.set_defaults(func=_run_cohort_validate)
 
-    from_folder = actions.add_parser(
+    from_folder = add_command(
+        actions,
         "from-folder",
         help="write a manifest listing every slide file in a folder",
         description="Build a manifest (slide_id from the file name) from a folder of slides.",
@@ -138,7 +167,7 @@ def register_cohort(subparsers: argparse._SubParsersAction) -> None:
 def _run_cohort_validate(args: argparse.Namespace) -> int:
     from slideflow_core.cohort import Cohort
 
-    cohort = Cohort.from_manifest(args.manifest)
+    cohort = Cohort.from_manifest(existing_file(args.manifest, "manifest", hint=MANIFEST_HINT))
     report = cohort.validate(deep=args.deep)
     if args.json:
         print(json.dumps([p.__dict__ for p in report.problems], indent=2, default=str))
@@ -150,8 +179,8 @@ def _run_cohort_validate(args: argparse.Namespace) -> int:
 def _run_cohort_from_folder(args: argparse.Namespace) -> int:
     from slideflow_core.cohort import Cohort
 
-    cohort = Cohort.from_folder(args.folder)
-    cohort.write(args.out)
+    cohort = Cohort.from_folder(existing_folder(args.folder, "slide folder"))
+    cohort.write(output_file(args.out, "manifest"))
     print(f"wrote {len(cohort)} slides to {args.out}")
     return 0
 
@@ -159,7 +188,8 @@ def _run_cohort_from_folder(args: argparse.Namespace) -> int:
 # -- sfc synth -----------------------------------------------------------------------
 def register_synth(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc synth OUT`` (a synthetic H&E-like slide, or a labelled cohort, with truth)."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "synth",
         help="write a synthetic pyramidal H&E-like slide (or a labelled cohort) with ground truth",
         description="Stream a JPEG-tiled Aperio-style TIFF of any size with tissue, nuclei, "
@@ -170,8 +200,8 @@ def register_synth(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("out", help="output slide path (.svs or .tiff), or folder with --cohort")
     parser.add_argument("--width", type=int, default=8192, help="level-0 width in px")
     parser.add_argument("--height", type=int, default=6144, help="level-0 height in px")
-    parser.add_argument("--mpp", type=float, default=0.25, help="level-0 µm/px")
-    parser.add_argument("--seed", type=int, default=0)
+    _add_slide_mpp_option(parser, "level-0 µm/px the slide is written at", default=0.25)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the scene")
     parser.add_argument("--tumour-foci", type=int, default=0, help="tumour foci on the slide")
     parser.add_argument(
         "--cohort", type=int, metavar="N", help="write a labelled cohort of N slides instead"
@@ -185,7 +215,7 @@ def _run_synth(args: argparse.Namespace) -> int:
     spec = SyntheticSlideSpec(
         width_px=args.width,
         height_px=args.height,
-        mpp=args.mpp,
+        mpp=args.slide_mpp,
         seed=args.seed,
         n_tumour_regions=args.tumour_foci,
     )
@@ -198,9 +228,10 @@ def _run_synth(args: argparse.Namespace) -> int:
         print(f"wrote {args.cohort} slides to {cohort.slides_dir}")
         print(f"manifest: {cohort.manifest} ({len(cohort.annotations())} with tumour)")
         return 0
+    output_file(args.out, "slide")
     truth = write_synthetic_slide(args.out, spec, progress=sys.stderr.isatty())
     truth_path = Path(args.out).with_suffix(".truth.json")
     truth.save(truth_path)
-    print(f"wrote {args.out} ({args.width} x {args.height} px at {args.mpp} µm/px)")
+    print(f"wrote {args.out} ({args.width} x {args.height} px at {args.slide_mpp} µm/px)")
     print(f"ground truth: {truth_path} ({len(truth.nuclei)} nuclei)")
     return 0

@@ -50,7 +50,7 @@ def test_missing_manifest_columns_is_one_error_with_a_hint(tmp_path, capsys):
 
 def test_synth_writes_a_slide_and_its_truth(tmp_path, capsys):
     out = tmp_path / "s.svs"
-    code = main(["synth", str(out), "--width", "2048", "--height", "1536", "--mpp", "0.5"])
+    code = main(["synth", str(out), "--width", "2048", "--height", "1536", "--slide-mpp", "0.5"])
     assert code == 0
     assert "ground truth" in capsys.readouterr().out
     assert out.with_suffix(".truth.json").is_file()
@@ -62,7 +62,7 @@ def test_synth_writes_a_slide_and_its_truth(tmp_path, capsys):
 def test_synth_cohort_writes_labelled_slides_manifest_and_outlines(tmp_path, capsys):
     out = tmp_path / "cohort"
     args = ["synth", str(out), "--cohort", "4", "--width", "1024", "--height", "1024"]
-    assert main([*args, "--mpp", "0.5"]) == 0
+    assert main([*args, "--slide-mpp", "0.5"]) == 0
     assert "with tumour" in capsys.readouterr().out
     frame = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert set(frame["label"]) == {"tumour", "normal"}

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from slideflow_core.cli import main
@@ -45,7 +46,7 @@ def test_info_on_a_broken_slide_fails_with_error_and_hint(slides_dir, capsys):
 
 def test_info_says_when_mpp_is_missing_and_how_to_fix_it(slides_dir, capsys):
     assert main(["info", str(slides_dir / "boxes.tiff")]) == 0
-    assert "MISSING (pass --mpp" in capsys.readouterr().out
+    assert "MISSING (pass --slide-mpp" in capsys.readouterr().out
 
 
 def test_readers_are_listed(capsys):
@@ -67,3 +68,18 @@ def test_sfc_entry_point_runs_as_a_program(cmu_svs):
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_old_mpp_spelling_still_works_with_a_warning(slides_dir, capsys):
+    assert main(["info", str(slides_dir / "boxes.tiff"), "--mpp", "0.25", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["mpp"] == 0.25
+    assert "--mpp is deprecated" in captured.err and "--slide-mpp" in captured.err
+
+
+def test_help_shows_defaults_and_the_new_flag_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["info", "--help"])
+    text = capsys.readouterr().out
+    assert "--slide-mpp" in text and "(default: 1024)" in text
+    assert "--mpp" not in text
