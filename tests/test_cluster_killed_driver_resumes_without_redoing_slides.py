@@ -8,6 +8,7 @@ file, same commit time) and finish the others.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from cluster_fixtures import TILING, assert_complete_once, write_manifest
 
@@ -23,6 +25,18 @@ import cluster
 from slideflow_core.store import part_state, read_store_attrs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _kill_session(session: int) -> None:
+    """SIGKILL every process of a session: the driver, its local Ray and its workers.
+
+    Ray workers run in process groups of their own, so killing the driver's group
+    alone would leave a worker to finish the slide in hand after the "crash".
+    """
+    for pid in psutil.pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getsid(pid) == session:
+                os.kill(pid, signal.SIGKILL)
 
 
 def _done(status: Path) -> list[str]:
@@ -56,7 +70,7 @@ def test_rerun_after_a_killed_driver_skips_finished_slides(synthetic_slide, tmp_
             assert driver.poll() is None, "sfc run ended before any slide was done"
             time.sleep(0.05)
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        _kill_session(driver.pid)
         driver.wait()
     finished = _done(run_dir / "status" / "tile")
     assert finished, "no slide finished before the deadline"
