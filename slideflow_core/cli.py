@@ -43,7 +43,15 @@ class CommandError(SlideflowError):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` shows every option's default and keeps descriptions' line breaks."""
+    """``--help`` shows every option's default and keeps descriptions' line breaks.
+
+    An option without a value (``None``) or a flag that is off says nothing more.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_command(

@@ -40,10 +40,64 @@ def test_sfc_tile_then_info_and_export(ray_session, cmu_svs, slides_dir, tmp_pat
     assert (tmp_path / "h5" / "cmu_patches.h5").is_file()
 
 
-def test_sfc_tile_help_lists_resolution_options(capsys):
+def test_sfc_tile_help_lists_resolution_options_and_registry_choices(capsys):
+    from tiling import stain_normalizers, tissue_detectors
+
     with pytest.raises(SystemExit):
         main(["tile", "--help"])
     text = capsys.readouterr().out
-    assert "--mpp" in text
-    assert "--magnification" in text
-    assert "--coords-only" in text
+    for option in ("--target-mpp", "--magnification", "--overlap-px", "--coords-only"):
+        assert option in text
+    assert "--mpp" not in text and "--overlap " not in text  # old spellings are hidden
+    assert "{" + ",".join(tissue_detectors.names()) + "}" in text
+    assert "{" + ",".join(stain_normalizers.names()) + "}" in text
+    assert "(default: 256)" in text
+
+
+@pytest.fixture
+def tiled_with(monkeypatch):
+    """The tiling config ``sfc tile`` builds, captured instead of tiling."""
+    import tiling.stage
+    from slideflow_core.stages import CohortReport
+
+    seen = {}
+
+    def capture(manifest, out, config, **kwargs):
+        seen["config"] = config
+        return CohortReport(stage="tile", part="tiling", results=(), seconds=0.0, project=out)
+
+    monkeypatch.setattr(tiling.stage, "tile_cohort", capture)
+    return seen
+
+
+def test_old_spellings_still_set_the_same_options(tiled_with, tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("slide_id,path\na,a.svs\n")
+    out = str(tmp_path / "p")
+    assert main(["tile", str(manifest), "--out", out, "--mpp", "1", "--overlap", "16"]) == 0
+    old = tiled_with["config"]
+    assert (
+        main(["tile", str(manifest), "--out", out, "--target-mpp", "1", "--overlap-px", "16"]) == 0
+    )
+    assert tiled_with["config"] == old
+    assert (old.target_mpp, old.overlap_px) == (1.0, 16)
+    err = capsys.readouterr().err
+    assert "--mpp is deprecated" in err and "--overlap is deprecated" in err
+
+
+def test_unknown_tissue_detector_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["tile", "m.csv", "--out", "p", "--tissue", "nope"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_missing_manifest_or_store_is_one_error_with_a_hint(tmp_path, capsys):
+    assert main(["tile", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: manifest not found: {tmp_path / 'missing.csv'}"
+    assert err[1].startswith("hint:") and "sfc cohort from-folder" in err[1]
+    assert not (tmp_path / "x").exists()
+    assert main(["tiles", "info", str(tmp_path / "S1.zarr")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: slide store not found") and "stores/" in err[1]

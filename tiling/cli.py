@@ -6,12 +6,33 @@ import argparse
 import json
 from pathlib import Path
 
-from slideflow_core.cli import add_ray_options
+from slideflow_core.cli import (
+    MANIFEST_HINT,
+    DeprecatedAlias,
+    add_command,
+    add_ray_options,
+    existing_file,
+    existing_folder,
+)
+
+STORE_HINT = "give a slide store: <project>/stores/<slide_id>.zarr (made by sfc tile)"
+
+
+def _deprecated(parser: argparse._ActionsContainer, old: str, new: str, **kwargs: object) -> None:
+    """The old spelling ``old`` of option ``new``: same value, a warning, hidden from help."""
+    dest = new.lstrip("-").replace("-", "_")
+    parser.add_argument(
+        old, dest=dest, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kwargs
+    )
 
 
 def register_tile(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc tile MANIFEST --out DIR``."""
-    parser = subparsers.add_parser(
+    from tiling.stain import stain_normalizers
+    from tiling.tissue import tissue_detectors
+
+    parser = add_command(
+        subparsers,
         "tile",
         help="detect tissue and tile a cohort into per-slide Zarr stores (on Ray)",
         description="Tile every slide of a manifest at a physical resolution into "
@@ -21,18 +42,30 @@ def register_tile(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("manifest", help="cohort manifest (CSV, TSV or Parquet)")
     parser.add_argument("--out", required=True, help="project directory")
     resolution = parser.add_mutually_exclusive_group()
-    resolution.add_argument("--mpp", type=float, help="µm per pixel of the tiles (default 0.5)")
+    resolution.add_argument(
+        "--target-mpp",
+        type=float,
+        help="µm per pixel of the tiles (0.5 when no resolution option is given)",
+    )
+    _deprecated(resolution, "--mpp", "--target-mpp", type=float)
     resolution.add_argument("--magnification", help="e.g. 20x (= 0.5 µm/px)")
     resolution.add_argument("--tile-um", type=float, help="physical tile side in µm")
     parser.add_argument("--tile-px", type=int, default=256, help="tile side in pixels")
-    parser.add_argument("--overlap", type=int, default=0, help="overlap in pixels")
-    parser.add_argument("--edge", choices=["drop", "pad"], default="drop")
-    parser.add_argument("--tissue", default="clam", help="tissue detector (clam, otsu)")
+    parser.add_argument(
+        "--overlap-px", type=int, default=0, help="overlap of neighbouring tiles in pixels"
+    )
+    _deprecated(parser, "--overlap", "--overlap-px", type=int)
+    parser.add_argument(
+        "--edge", choices=["drop", "pad"], default="drop", help="tiles crossing the slide's edge"
+    )
+    parser.add_argument(
+        "--tissue", choices=tissue_detectors.names(), default="clam", help="tissue detector"
+    )
     parser.add_argument(
         "--min-tissue", type=float, default=0.05, help="minimum tissue fraction in the mask"
     )
     parser.add_argument("--roi", help="QuPath GeoJSON whose polygons restrict tiling")
-    parser.add_argument("--stain", choices=["macenko", "reinhard"], help="stain normalisation")
+    parser.add_argument("--stain", choices=stain_normalizers.names(), help="stain normalisation")
     parser.add_argument("--stain-reference", help="image the stain normaliser is fitted on")
     parser.add_argument(
         "--coords-only", action="store_true", help="store coordinates and QC, not pixels"
@@ -46,12 +79,13 @@ def _run_tile(args: argparse.Namespace) -> int:
     from tiling.config import TilingConfig
     from tiling.stage import tile_cohort
 
+    manifest = existing_file(args.manifest, "manifest", hint=MANIFEST_HINT)
     config = TilingConfig(
-        mpp=args.mpp,
+        mpp=args.target_mpp,
         magnification=args.magnification,
         tile_um=args.tile_um,
         tile_px=args.tile_px,
-        overlap_px=args.overlap,
+        overlap_px=args.overlap_px,
         edge=args.edge,
         tissue_method=args.tissue,
         min_tissue_fraction=args.min_tissue,
@@ -61,7 +95,7 @@ def _run_tile(args: argparse.Namespace) -> int:
         store_pixels=not args.coords_only,
     )
     report = tile_cohort(
-        args.manifest,
+        manifest,
         args.out,
         config,
         address=args.address,
@@ -76,31 +110,32 @@ def _run_tile(args: argparse.Namespace) -> int:
 
 def register_tiles(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc tiles info|export-h5|import-h5``."""
-    parser = subparsers.add_parser("tiles", help="inspect tile stores; CLAM/TRIDENT .h5 interop")
+    parser = add_command(subparsers, "tiles", help="inspect tile stores; CLAM/TRIDENT .h5 interop")
     actions = parser.add_subparsers(dest="tiles_command", metavar="ACTION", required=True)
 
-    info = actions.add_parser("info", help="summarise a slide store's tiling part")
-    info.add_argument("store")
+    info = add_command(actions, "info", help="summarise a slide store's tiling part")
+    info.add_argument("store", help="<project>/stores/<slide_id>.zarr")
     info.set_defaults(func=_run_info)
 
-    export = actions.add_parser("export-h5", help="write CLAM/TRIDENT coordinate .h5 files")
+    export = add_command(actions, "export-h5", help="write CLAM/TRIDENT coordinate .h5 files")
     export.add_argument("source", help="a store, or a project directory (all its stores)")
     export.add_argument("--out", required=True, help="folder for <slide_id>_patches.h5 files")
     export.add_argument("--keep-only", action="store_true", help="only tiles passing QC")
     export.set_defaults(func=_run_export)
 
-    imp = actions.add_parser("import-h5", help="make a coordinates-only store from an .h5")
-    imp.add_argument("h5")
-    imp.add_argument("slide")
+    imp = add_command(actions, "import-h5", help="make a coordinates-only store from an .h5")
+    imp.add_argument("h5", help="CLAM/TRIDENT <slide_id>_patches.h5")
+    imp.add_argument("slide", help="the slide the coordinates belong to")
     imp.add_argument("--store", required=True, help="store to create (.zarr)")
-    imp.add_argument("--mpp", type=float, help="level-0 µm/px override")
+    imp.add_argument("--slide-mpp", type=float, help="level-0 µm/px of an uncalibrated slide")
+    _deprecated(imp, "--mpp", "--slide-mpp", type=float)
     imp.set_defaults(func=_run_import)
 
 
 def _run_info(args: argparse.Namespace) -> int:
     from tiling.view import open_store
 
-    store = open_store(args.store)
+    store = open_store(existing_folder(args.store, "slide store", hint=STORE_HINT))
     info = store.info
     qc = store.qc()
     summary = {
@@ -122,7 +157,9 @@ def _run_info(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     from tiling.h5 import export_h5
 
-    source = Path(args.source)
+    source = existing_folder(
+        args.source, "store or project", hint=f"{STORE_HINT}, or the project folder"
+    )
     stores = (
         sorted((source / "stores").glob("*.zarr")) if (source / "stores").is_dir() else [source]
     )
@@ -136,5 +173,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_import(args: argparse.Namespace) -> int:
     from tiling.h5 import import_h5
 
-    print(import_h5(args.h5, args.slide, args.store, mpp=args.mpp))
+    h5 = existing_file(args.h5, "coordinates file")
+    slide = existing_file(args.slide, "slide")
+    print(import_h5(h5, slide, args.store, mpp=args.slide_mpp))
     return 0
