@@ -54,7 +54,7 @@ def test_removing_a_worker_node_mid_run_loses_no_slide(synthetic_slide, tmp_path
             stop = threading.Event()
             watcher = threading.Thread(
                 target=_remove_after_first_slide,
-                args=(tmp_path / "run" / "status", lambda: nodes.remove_node(workers[1]),
+                args=(tmp_path / "run" / "status" / "tile", lambda: nodes.remove_node(workers[1]),
                       removed, stop),
                 daemon=True,
             )  # fmt: skip
