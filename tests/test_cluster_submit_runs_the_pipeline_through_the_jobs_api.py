@@ -34,18 +34,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 
 
-def _ray_start(args: list[str], temp_dir: str) -> subprocess.Popen:
+def _ray_start(args: list[str], temp_dir: str, *, project_path: bool = True) -> subprocess.Popen:
+    """``ray start --block`` from this environment's ``ray`` script.
+
+    With ``project_path=False`` this environment's folder is left off the PATH, as
+    on a head started by hand from another shell: jobs there run another ``python``.
+    """
     ports = {
         "--dashboard-agent-listen-port": free_port(),
         "--dashboard-agent-grpc-port": free_port(),
         "--runtime-env-agent-port": free_port(),
         "--metrics-export-port": free_port(),
     }
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != BIN]
     env = {
         **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PATH": os.pathsep.join([str(BIN), *path] if project_path else path),
         "RAY_AUTH_MODE": "disabled",
     }
+    env.pop("VIRTUAL_ENV", None)
     env.pop("RAY_ADDRESS", None)
     return subprocess.Popen(
         [str(BIN / "ray"), "start", "--block", f"--temp-dir={temp_dir}", "--disable-usage-stats",
@@ -83,9 +90,9 @@ def _wait_for_nodes(dashboard: str, count: int, timeout_s: float) -> None:
     raise TimeoutError(f"fewer than {count} Ray nodes came up at {dashboard}")
 
 
-@pytest.fixture
-def ray_head() -> Iterator[str]:
-    """A two-node Ray cluster on this machine; yields the dashboard address."""
+@contextlib.contextmanager
+def _cluster(nodes: int, *, project_path: bool = True) -> Iterator[str]:
+    """A Ray cluster of ``nodes`` nodes on this machine; yields the dashboard address."""
     temp_dir = tempfile.mkdtemp(prefix="sfc-ray-", dir="/tmp")  # short: socket paths
     port, dashboard_port = free_port(), free_port()
     head = _ray_start(
@@ -93,6 +100,7 @@ def ray_head() -> Iterator[str]:
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
          f"--ray-client-server-port={free_port()}"],
         temp_dir,
+        project_path=project_path,
     )  # fmt: skip
     processes = [head]
     dashboard = f"http://127.0.0.1:{dashboard_port}"
@@ -101,13 +109,57 @@ def ray_head() -> Iterator[str]:
         from ray.util.state import list_nodes
 
         head_ip = list_nodes(address=dashboard)[0].node_ip
-        processes.append(_ray_start([f"--address={head_ip}:{port}", "--num-cpus=2"], temp_dir))
-        _wait_for_nodes(dashboard, 2, 120)
+        for _ in range(nodes - 1):
+            processes.append(_ray_start([f"--address={head_ip}:{port}", "--num-cpus=2"], temp_dir))
+        _wait_for_nodes(dashboard, nodes, 120)
         yield dashboard
     finally:
         for process in reversed(processes):
             _stop(process)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A two-node Ray cluster on this machine; yields the dashboard address."""
+    with _cluster(2) as dashboard:
+        yield dashboard
+
+
+def test_submit_to_a_head_without_the_project_environment_names_what_is_missing(
+    cmu_svs, tmp_path
+):
+    """A head started from a shell whose ``python`` lacks our packages: one clear error,
+    before anything is uploaded, naming the missing modules and the fix."""
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame([{"slide_id": "CMU-1", "path": str(cmu_svs)}]).to_csv(manifest, index=False)
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(f"run_dir: {tmp_path / 'run'}\nstages: [tile]\n")
+    with _cluster(1, project_path=False) as dashboard:
+        submitted = subprocess.run(
+            [str(BIN / "sfc"), "submit", str(manifest), "--config", str(config),
+             "--address", dashboard],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        from ray.job_submission import JobSubmissionClient
+
+        jobs = JobSubmissionClient(dashboard).list_jobs()
+    assert submitted.returncode == 1, submitted.stdout + submitted.stderr
+    assert "Traceback" not in submitted.stderr
+    errors = [line for line in submitted.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, submitted.stderr
+    assert "cv2 (pip: opencv-python-headless)" in errors[0]
+    assert "hint:" in submitted.stderr and "--pip" in submitted.stderr
+    assert all(job.submission_id.startswith("sfc-probe-") for job in jobs)  # nothing else ran
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_environment_probe_reports_exactly_the_missing_modules():
+    from cluster.submit import check_cluster
+
+    modules = {"numpy": "numpy", "cv2": "opencv-python-headless", "sfc_not_a_module": "nope"}
+    with _cluster(1) as dashboard:
+        assert check_cluster(dashboard, modules) == ["sfc_not_a_module"]
 
 
 def test_sfc_submit_tiles_and_embeds_a_cohort_on_a_two_node_cluster(
