@@ -2,7 +2,8 @@
 
 A run lives in ``<project>/runs/<name>/``::
 
-    config.yaml             the resolved config (task, head, splits, trainer, checksums)
+    config.yaml             the resolved run config (mil.config.MILRunConfig) with the
+                            fitted task, the data, checkpoint checksums and versions
     splits.json             the folds: train / val / test bag ids
     fold-<i>/model.safetensors, fold-<i>/history.csv
     metrics.csv             per-fold and pooled test metrics (+ bootstrap CI)
@@ -15,10 +16,11 @@ as ``attention/<name>``.
 
 from __future__ import annotations
 
+import json
 import os
-import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,60 +30,29 @@ import torch
 import yaml
 
 from mil.checkpoint import load_checkpoint, save_checkpoint
-from mil.data import BagSource, StoreBags, bags_from_cohort
+from mil.config import GIVEN, DataConfig, ExperimentConfig, MILRunConfig, default_name
+from mil.data import BagSource, BagTable, StoreBags, bags_from_cohort, read_mil_csv
 from mil.errors import MILError
 from mil.models import heads
+from mil.predictor import Predictor, attention_record
 from mil.report import write_report
-from mil.results import POOLED, ExperimentResults, headline_ci, headline_metric, metrics_row
+from mil.results import (
+    CI_HIGH,
+    CI_LOW,
+    POOLED,
+    ExperimentResults,
+    headline_ci,
+    headline_metric,
+    metrics_row,
+)
 from mil.splits import KFold, Splits, SplitSpec, spec_from_dict, spec_to_dict
-from mil.tasks import Classification, Task, create_task, task_from_dict, tasks
+from mil.tasks import Classification, Task, create_task, task_from_dict
 from mil.train import MILModel, TrainConfig, fit, predict_bags
 from slideflow_core.cohort import Cohort, ProjectLayout
-from slideflow_core.features import write_attention
-from slideflow_core.store import part_key
+from slideflow_core.errors import SlideflowError
+from slideflow_core.features import feature_info, write_attention
 
 CONFIG_FILE = "config.yaml"
-GIVEN = {"method": "given"}  # splits passed ready-made rather than as a spec
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExperimentConfig:
-    """Everything that defines a run (written to ``config.yaml``)."""
-
-    name: str
-    task: str = "classification"
-    task_options: dict[str, Any] = field(default_factory=dict)
-    model: str = "abmil"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    features: str | None = None
-    label: str | None = None
-    event: str | None = None
-    splits: dict[str, Any] = field(default_factory=lambda: spec_to_dict(KFold()))
-    train: dict[str, Any] = field(default_factory=lambda: TrainConfig().to_dict())
-    heatmaps: int = 4
-
-    def __post_init__(self) -> None:
-        part_key(self.name)  # the run name is also the store part attention/<name>
-        heads.entry(self.model)
-        tasks.entry(self.task)
-        if self.task.startswith("survival") and self.event is None and self.features is not None:
-            raise MILError(
-                f"task {self.task!r} needs event= (the event column) besides label= (the time)"
-            )
-        if self.heatmaps < 0:
-            raise ValueError(f"heatmaps must be >= 0, got {self.heatmaps}")
-        TrainConfig(**self.train)
-        if self.splits != GIVEN:
-            spec_from_dict(self.splits)
-
-    @property
-    def train_config(self) -> TrainConfig:
-        """The trainer settings."""
-        return TrainConfig(**self.train)
-
-
-def _default_name(model: str, label: str | None) -> str:
-    return f"{model}-{label or 'bags'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _label_columns(task: Task, labels: Sequence[Any]) -> dict[str, list[Any]]:
@@ -96,6 +67,32 @@ def _strata(task: Task, labels: Sequence[Any]) -> list[Any] | None:
     if task.name.startswith("survival"):
         return [int(v[1]) for v in labels]
     return None
+
+
+def _data_files(data: Cohort | BagSource | None) -> dict[str, str]:
+    """The manifest or MIL table file ``data`` was read from (absolute), to record."""
+    key, source = ("manifest", data.source) if isinstance(data, Cohort) else ("bags", None)
+    if isinstance(data, BagTable):
+        source = data.source
+    if source is None or not Path(source).is_file():
+        return {}
+    return {key: str(Path(source).absolute())}
+
+
+def _read_data(config: DataConfig, where: str) -> Cohort | BagTable:
+    """The cohort or MIL table a run config names."""
+    key, path = ("manifest", config.manifest) if config.manifest else ("bags", config.bags)
+    if path is None:
+        raise MILError(
+            f"{where}: data needs manifest (slides) or bags (a classical MIL table)",
+            hint="add data.manifest: manifest.csv (or data.bags: table.csv)",
+        )
+    if not Path(path).is_file():
+        raise MILError(
+            f"{where}: data.{key}: no file {path}",
+            hint="paths in a run config are relative to the config file's folder",
+        )
+    return Cohort.from_manifest(path) if key == "manifest" else read_mil_csv(path)
 
 
 class Experiment:
@@ -130,9 +127,12 @@ class Experiment:
     train
         Trainer settings.
     name
-        Run name (default ``<model>-<label>-<time>``).
+        Run name (default ``<model>-<label>-<date>-<time>``).
     heatmaps
         Attention heatmaps to draw (the most confident tested slides).
+    overwrite
+        Replace an existing run of the same name (its folder is deleted when the
+        new run starts); without it :meth:`run` refuses.
 
     Examples
     --------
@@ -140,6 +140,10 @@ class Experiment:
     ...                  model="abmil", splits=KFold(k=5, val_fraction=0.15))  # doctest: +SKIP
     >>> results = exp.run()  # doctest: +SKIP
     >>> Experiment.load(results.run_dir).predict(new_cohort)  # doctest: +SKIP
+
+    The same run from a YAML file (see :mod:`mil.config`):
+
+    >>> Experiment.from_config("abmil.yaml").run()  # doctest: +SKIP
     """
 
     def __init__(
@@ -158,6 +162,7 @@ class Experiment:
         train: TrainConfig | None = None,
         name: str | None = None,
         heatmaps: int = 4,
+        overwrite: bool = False,
     ) -> None:
         if isinstance(data, Cohort) and (features is None or label is None):
             raise MILError(
@@ -165,37 +170,97 @@ class Experiment:
                 hint="e.g. Experiment(cohort, project=..., features='uni', label='subtype')",
             )
         spec = splits if splits is not None else KFold(k=5, val_fraction=0.15)
-        self._given_splits = spec if isinstance(spec, Splits) else None
-        self.config = ExperimentConfig(
-            name=name or _default_name(model, label),
+        try:
+            data_config = DataConfig(
+                project=str(ProjectLayout(project).root),
+                features=features,
+                label=label,
+                event=event,
+                **_data_files(data),
+            )
+        except ValueError as exc:
+            raise MILError(str(exc), hint="see the Experiment parameters") from exc
+        experiment = ExperimentConfig(
+            name=name or default_name(model, label),
             task=task,
             task_options=dict(task_options or {}),
             model=model,
             model_kwargs=dict(model_kwargs or {}),
-            features=features,
-            label=label,
-            event=event,
             splits=GIVEN if isinstance(spec, Splits) else spec_to_dict(spec),
-            train=(train or TrainConfig()).to_dict(),
+            train=train or TrainConfig(),
             heatmaps=heatmaps,
         )
-        self.layout = ProjectLayout(project)
+        self._setup(MILRunConfig(data=data_config, experiment=experiment), data, overwrite)
+        self._given_splits = spec if isinstance(spec, Splits) else None
+
+    def _setup(
+        self,
+        config: MILRunConfig,
+        data: Cohort | BagSource | None,
+        overwrite: bool,
+        run_dir: Path | None = None,
+    ) -> None:
+        self.run_config = config
+        self.layout = ProjectLayout(config.data.project)
+        self.run_dir = run_dir or self.layout.run(config.name)
         self.data = data
+        self.overwrite = overwrite
         self.task: Task | None = None
         self.splits: Splits | None = None
         self.results: ExperimentResults | None = None
+        self._given_splits: Splits | None = None
         self._checksums: dict[str, str] = {}
 
+    @classmethod
+    def from_config(
+        cls,
+        source: str | os.PathLike[str] | Mapping[str, Any],
+        *,
+        name: str | None = None,
+        overwrite: bool = False,
+    ) -> Experiment:
+        """An experiment from a run config file (or its content as a mapping).
+
+        Parameters
+        ----------
+        source
+            A YAML file in the layout of :mod:`mil.config` (relative paths from
+            its folder), or the same data as a mapping (relative to the working
+            directory).
+        name
+            Run name replacing the file's.
+        overwrite
+            Replace an existing run of that name.
+
+        Raises
+        ------
+        MILError
+            For a missing or malformed file, a bad key (named with the file), or a
+            manifest or table that does not exist.
+        """
+        if isinstance(source, Mapping):
+            where, config = "the run config", MILRunConfig.from_dict(source)
+        else:
+            where, config = str(source), MILRunConfig.load(source)
+        if name is not None:
+            try:
+                config = replace(config, experiment=replace(config.experiment, name=name))
+            except SlideflowError as exc:
+                raise MILError(f"run name {name!r}: {exc.message}", hint=exc.hint) from exc
+        self = cls.__new__(cls)
+        self._setup(config, _read_data(config.data, where), overwrite)
+        return self
+
     # -- paths and data -----------------------------------------------------------
+    @property
+    def config(self) -> ExperimentConfig:
+        """How the run learns (task, head, splits, trainer)."""
+        return self.run_config.experiment
+
     @property
     def name(self) -> str:
         """The run name (also the store part ``attention/<name>``)."""
         return self.config.name
-
-    @property
-    def run_dir(self) -> Path:
-        """``<project>/runs/<name>``."""
-        return self.layout.run(self.config.name)
 
     def _source(self, data: Cohort | BagSource | None, *, labelled: bool) -> BagSource:
         if data is None:
@@ -205,9 +270,9 @@ class Experiment:
         return bags_from_cohort(
             data,
             project=self.layout.root,
-            features=str(self.config.features),
-            label=self.config.label if labelled else None,
-            event=self.config.event if labelled else None,
+            features=str(self.run_config.data.features),
+            label=self.run_config.data.label if labelled else None,
+            event=self.run_config.data.event if labelled else None,
         )
 
     @staticmethod
@@ -255,18 +320,38 @@ class Experiment:
         self.splits = splits
         return source, task, splits
 
-    def run(self) -> ExperimentResults:
+    def _existing(self, overwrite: bool) -> bool:
+        """Whether a finished run is in the way; refused unless ``overwrite``."""
+        if not (self.run_dir / CONFIG_FILE).is_file():
+            return False
+        if not overwrite:
+            raise MILError(
+                f"run {self.name!r} already exists at {self.run_dir}",
+                hint="choose another name (name=..., sfc mil train --name NAME) or replace it "
+                "(overwrite=True, sfc mil train --overwrite)",
+            )
+        return True
+
+    def run(self, *, overwrite: bool | None = None) -> ExperimentResults:
         """Train and test every fold; write the run folder and attention; return the results.
+
+        Parameters
+        ----------
+        overwrite
+            Replace an existing run of the same name (default: as constructed).
 
         Raises
         ------
         MILError
-            For missing features or labels, unusable labels for the task, or splits
-            that leak patients.
+            If the run exists (and ``overwrite`` is false), for missing features or
+            labels, unusable labels for the task, or splits that leak patients.
         """
         config = self.config
+        replacing = self._existing(self.overwrite if overwrite is None else overwrite)
         source, task, splits = self.prepare()
         run_dir = self.run_dir
+        if replacing:  # no file of the old run may survive into the new one
+            shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         splits.save(run_dir / "splits.json")
         index = {bag: i for i, bag in enumerate(source.ids)}
@@ -289,14 +374,14 @@ class Experiment:
             )
             frames.append(self._frame(test, predictions, fold=fold.name, labelled=True))
             if isinstance(test, StoreBags):
-                self._write_attention(test, scores, folds=[fold.name])
+                self._write_attention(test, scores, fold=fold.name)
         predictions = pd.concat(frames, ignore_index=True)
         pooled_targets = task.encode(pick(list(predictions["slide_id"])).labels)
         pooled_values = predictions[task.columns].to_numpy()
         pooled = metrics_row(POOLED, task.metrics(pooled_targets, pooled_values), len(predictions))
         metric = headline_metric(task)
-        low, high = headline_ci(task, pooled_targets, pooled_values, seed=config.train_config.seed)
-        pooled.update({f"{metric}_ci_low": low, f"{metric}_ci_high": high})
+        low, high = headline_ci(task, pooled_targets, pooled_values, seed=config.train.seed)
+        pooled.update({metric + CI_LOW: low, metric + CI_HIGH: high})
         metrics = pd.DataFrame([*rows, pooled])
         record = self._write_config(source)
         files = write_report(
@@ -323,7 +408,7 @@ class Experiment:
     ) -> tuple[MILModel, list[dict[str, Any]]]:
         assert self.task is not None
         config = self.config
-        train_config = TrainConfig(**{**config.train, "seed": config.train_config.seed + f})
+        train_config = replace(config.train, seed=config.train.seed + f)
         torch.manual_seed(train_config.seed)
         head = heads.get(config.model)(train.dim, self.task.n_out, **config.model_kwargs)
         model = MILModel(head)
@@ -334,20 +419,18 @@ class Experiment:
         )
         return model, result.history
 
-    def _write_attention(
-        self, source: StoreBags, scores: Sequence[np.ndarray], folds: list[str]
-    ) -> None:
+    def _write_attention(self, source: StoreBags, scores: Sequence[np.ndarray], fold: str) -> None:
+        """The out-of-fold attention of tested slides (one fold's model each)."""
         assert self.task is not None
-        info = {
-            "head": self.config.model,
-            "folds": folds,
-            "task": self.task.name,
-            "columns": [str(c) for c in getattr(self.task, "classes", ())],
-            "run_dir": str(self.run_dir),
-            "identity": {"run": self.config.name, "folds": folds},
-        }
+        info = attention_record(
+            run_dir=str(self.run_dir),
+            head=self.config.model,
+            task=self.task,
+            folds=[fold],
+            identity={"run": self.name, "folds": [fold]},
+        )
         for store, values in zip(source.stores, scores, strict=True):
-            write_attention(store, self.config.name, values, model_id=source.model_id, info=info)
+            write_attention(store, self.name, values, model_id=source.model_id, info=info)
 
     def _heatmaps(self, source: BagSource, predictions: pd.DataFrame) -> list[Path]:
         from mil.report import plot_attention
@@ -364,7 +447,7 @@ class Experiment:
             written.append(
                 plot_attention(
                     stores[slide_id],
-                    self.config.name,
+                    self.name,
                     out_dir / f"{slide_id}.png",
                     thumbnail=self._thumbnail(slide_id),
                 )
@@ -386,13 +469,12 @@ class Experiment:
         from slideflow_core.provenance import package_versions, run_context
 
         record = {
-            "experiment": asdict(self.config),
+            "experiment": self.run_config.to_dict(),
             "task": self.task.describe(),
-            "data": {
+            "bags": {
                 "kind": "stores" if isinstance(source, StoreBags) else "bags",
                 "n_bags": len(source),
                 "feature_dim": source.dim,
-                "source": getattr(source, "source", None),
             },
             "checkpoints": {
                 fold: {"path": f"{fold}/model.safetensors", "sha256": sha}
@@ -401,6 +483,7 @@ class Experiment:
             "versions": package_versions(("torch", "safetensors")),
             **run_context(),
         }
+        record = json.loads(json.dumps(record, default=str))  # tuples, numpy scalars → YAML
         (self.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
         return record
 
@@ -411,39 +494,83 @@ class Experiment:
     ) -> Experiment:
         """Reopen a finished run (config, splits, results, checkpoints checked on use).
 
-        The project is the folder two levels above ``run_dir``
-        (``<project>/runs/<name>``), so a moved project still loads.
+        Everything is read from where ``run_dir`` is now: the project is the
+        folder two levels above it (``<project>/runs/<name>``), so a moved or
+        copied project loads and predicts from its new place.
 
         Raises
         ------
         MILError
             If ``run_dir`` has no ``config.yaml``.
         """
-        run_dir = Path(run_dir).absolute()
+        run_dir = Path(run_dir).expanduser().absolute()
         path = run_dir / CONFIG_FILE
         if not path.is_file():
-            raise MILError(f"{run_dir} is not a MIL run (no {CONFIG_FILE})", hint="run it first")
+            raise MILError(
+                f"{run_dir} is not a MIL run (no {CONFIG_FILE})",
+                hint="give a run folder <project>/runs/<name> (train one with sfc mil train)",
+            )
         record = yaml.safe_load(path.read_text())
-        config = ExperimentConfig(**record["experiment"])
+        config = MILRunConfig.from_dict(record["experiment"], source=str(path))
+        here = replace(config.data, project=str(run_dir.parent.parent))
         self = cls.__new__(cls)
-        self.config = config
-        self.layout = ProjectLayout(run_dir.parent.parent)
-        self.data = data
-        self._given_splits = None
+        self._setup(replace(config, data=here), data, False, run_dir=run_dir)
         self.task = task_from_dict(record["task"])
         self.splits = Splits.load(run_dir / "splits.json")
         self.results = ExperimentResults.read(run_dir)
         self._checksums = {fold: c["sha256"] for fold, c in record["checkpoints"].items()}
         return self
 
+    def _fold_name(self, fold: str | int) -> str:
+        names = list(self._checksums)
+        if isinstance(fold, str) and fold not in names and fold.isdigit():
+            fold = int(fold)
+        if isinstance(fold, int) and 0 <= fold < len(names):
+            return names[fold]
+        if fold not in names:
+            raise MILError(
+                f"run {self.name} has no fold {fold!r}",
+                hint=f"its folds: {', '.join(names)} (or their index from 0)",
+            )
+        return str(fold)
+
     def model(self, fold: str | int) -> MILModel:
         """The trained model of one fold (by name or index), verified against its checksum."""
-        names = list(self._checksums)
-        name = names[fold] if isinstance(fold, int) else fold
-        if name not in self._checksums:
-            raise MILError(f"run {self.config.name} has no fold {fold!r}; it has {names}")
+        name = self._fold_name(fold)
         return load_checkpoint(
             self.run_dir / name / "model.safetensors", sha256=self._checksums[name]
+        )
+
+    def checksums(self, fold: str | int | None = None) -> dict[str, str]:
+        """SHA-256 of the checkpoint of each fold (or of one fold), by fold name."""
+        chosen = list(self._checksums) if fold is None else [self._fold_name(fold)]
+        return {name: self._checksums[name] for name in chosen}
+
+    def predictor(self, fold: str | int | None = None) -> Predictor:
+        """The trained model(s), loaded and verified once, ready to predict bag after bag.
+
+        Parameters
+        ----------
+        fold
+            One fold's model (name or index); default: every fold's, averaged.
+
+        Raises
+        ------
+        MILError
+            If the experiment has not been run, or has no such fold.
+        """
+        if self.task is None or not self._checksums:
+            raise MILError(
+                "the experiment has not been run", hint="call run() or Experiment.load()"
+            )
+        checksums = self.checksums(fold)
+        return Predictor(
+            run=self.name,
+            run_dir=str(self.run_dir),
+            head=self.config.model,
+            task=self.task,
+            models={name: self.model(name) for name in checksums},
+            checksums=checksums,
         )
 
     def predict(
@@ -462,7 +589,8 @@ class Experiment:
         fold
             One fold's model; default: the mean of every fold's predictions.
         attention
-            Also write the (fold-averaged) scores to each store as ``attention/<run>``.
+            Also write the scores to each store as ``attention/<run>``, with the
+            prediction in the part's record (as the ``predict`` stage does).
 
         Returns
         -------
@@ -470,28 +598,25 @@ class Experiment:
             ``slide_id``, ``patient_id``, the label columns when ``data`` has them,
             and the task's prediction columns.
         """
-        if self.task is None or not self._checksums:
-            raise MILError(
-                "the experiment has not been run", hint="call run() or Experiment.load()"
-            )
-        labelled = not isinstance(data, Cohort) or self.config.label in data.label_columns
+        predictor = self.predictor(fold)
+        label = self.run_config.data.label
+        labelled = not isinstance(data, Cohort) or label in data.label_columns
         source = self._source(data, labelled=False)
-        folds = list(self._checksums) if fold is None else [fold]
-        total, scores = None, None
-        for name in folds:
-            predictions, _, bag_scores = predict_bags(self.model(name), self.task, source)
-            total = predictions if total is None else total + predictions
-            scores = (
-                bag_scores
-                if scores is None
-                else [a + b for a, b in zip(scores, bag_scores, strict=True)]
-            )
-        assert total is not None and scores is not None
-        if attention and isinstance(source, StoreBags):
-            self._write_attention(
-                source, [s / len(folds) for s in scores], folds=[str(f) for f in folds]
-            )
-        frame = self._frame(source, total / len(folds), fold=None, labelled=False)
+        values = np.zeros((len(source), len(predictor.columns)))
+        for i in range(len(source)):
+            row, scores = predictor.predict(source.features(i))
+            values[i] = [row[c] for c in predictor.columns]
+            if attention and isinstance(source, StoreBags):
+                store = source.stores[i]
+                predictor.write(
+                    store,
+                    scores,
+                    row,
+                    part=self.name,
+                    features=source.model_id,
+                    feature_identity=feature_info(store, source.model_id).get("identity"),
+                )
+        frame = self._frame(source, values, fold=None, labelled=False)
         if labelled and isinstance(data, Cohort):
-            frame.insert(2, "label", [data[i].labels.get(self.config.label) for i in source.ids])
+            frame.insert(2, "label", [data[i].labels.get(label) for i in source.ids])
         return frame

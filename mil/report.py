@@ -16,11 +16,10 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or figure s
 from PIL import Image
 
 from mil.metrics import auroc, roc_curve
+from mil.results import table_columns
 from mil.tasks import Classification, Task
 from slideflow_core.features import read_attention
 from slideflow_core.store import read_store_attrs
-
-_TABLE_COLUMNS = 8
 
 
 def plot_roc(predictions: pd.DataFrame, task: Classification, out: str | os.PathLike[str]) -> Path:
@@ -60,14 +59,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _table_columns(metrics: pd.DataFrame) -> list[str]:
-    skip = {"confusion"} | {c for c in metrics.columns if c.startswith("auroc_")}
-    return [c for c in metrics.columns if c not in skip][:_TABLE_COLUMNS]
-
-
 def plot_metrics_table(metrics: pd.DataFrame, out: str | os.PathLike[str]) -> Path:
     """The metrics table (folds and pooled) as a PNG."""
-    columns = _table_columns(metrics)
+    columns = table_columns(metrics)
     cells = [[_cell(v) for v in row] for row in metrics[columns].itertuples(index=False)]
     fig = Figure(figsize=(1.25 * len(columns) + 0.5, 0.32 * len(cells) + 0.6))
     ax = fig.subplots()
@@ -163,7 +157,7 @@ def write_report(
     files["metrics_png"] = str(plot_metrics_table(metrics, run_dir / "metrics.png"))
     for path in heatmaps:
         files[f"heatmap:{path.stem}"] = str(path)
-    columns = _table_columns(metrics)
+    columns = table_columns(metrics)
     header = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"

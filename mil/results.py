@@ -15,6 +15,8 @@ from mil.metrics import auroc, bootstrap_ci, concordance_index, regression_metri
 from mil.tasks import Classification, Task
 
 POOLED = "pooled"
+#: Suffixes of the bootstrap CI columns of the headline metric in the pooled row.
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 
 
 def headline_metric(task: Task) -> str:
@@ -48,6 +50,12 @@ def headline_ci(
     )
 
 
+def table_columns(metrics: pd.DataFrame) -> list[str]:
+    """The metrics columns worth a table (no confusion matrix or per-class AUROC), at most 8."""
+    skip = {"confusion"} | {c for c in metrics.columns if c.startswith("auroc_")}
+    return [c for c in metrics.columns if c not in skip][:8]
+
+
 def metrics_row(name: str, metrics: dict[str, Any], n: int) -> dict[str, Any]:
     """One row of the metrics table (nested values such as the confusion matrix as JSON)."""
     row: dict[str, Any] = {"fold": name, "n": n}
@@ -73,7 +81,8 @@ class ExperimentResults:
     histories
         Per-epoch training records per fold.
     files
-        Named output files (``report``, ``roc``, ``metrics_png``, heatmaps…).
+        Named output files (``report``, ``roc``, ``metrics_png``, heatmaps…); saved
+        relative to the run folder, so a moved run names its files where they are.
     """
 
     run_dir: Path
@@ -93,7 +102,8 @@ class ExperimentResults:
         self.predictions.to_csv(self.run_dir / "predictions.csv", index=False)
         for fold, history in self.histories.items():
             history.to_csv(self.run_dir / fold / "history.csv", index=False)
-        (self.run_dir / "files.json").write_text(json.dumps(self.files, indent=1))
+        relative = {k: os.path.relpath(v, self.run_dir) for k, v in self.files.items()}
+        (self.run_dir / "files.json").write_text(json.dumps(relative, indent=1))
 
     @classmethod
     def read(cls, run_dir: str | os.PathLike[str]) -> ExperimentResults:
@@ -101,6 +111,7 @@ class ExperimentResults:
         run_dir = Path(run_dir)
         histories = {p.parent.name: pd.read_csv(p) for p in sorted(run_dir.glob("*/history.csv"))}
         files_json = run_dir / "files.json"
+        files = json.loads(files_json.read_text()) if files_json.is_file() else {}
         return cls(
             run_dir=run_dir,
             metrics=pd.read_csv(run_dir / "metrics.csv"),
@@ -108,8 +119,23 @@ class ExperimentResults:
                 run_dir / "predictions.csv", dtype={"slide_id": str, "patient_id": str}
             ),
             histories=histories,
-            files=json.loads(files_json.read_text()) if files_json.is_file() else {},
+            files={k: str(run_dir / v) for k, v in files.items()},
         )
+
+    def summary(self) -> str:
+        """The metrics table (folds and pooled), the headline metric's 95 % CI, and files."""
+        table = self.metrics[table_columns(self.metrics)]
+        lines = [f"run {self.run_dir.name} ({self.run_dir})", table.to_string(index=False)]
+        pooled = self.pooled
+        for low in (c for c in self.metrics.columns if c.endswith(CI_LOW)):
+            metric = low.removesuffix(CI_LOW)
+            lines.append(
+                f"pooled {metric}: {pooled[metric]:.3f} "
+                f"[95% CI {pooled[low]:.3f}, {pooled[metric + CI_HIGH]:.3f}] "
+                f"over {int(pooled['n'])} test predictions"
+            )
+        lines += [f"{name}: {path}" for name, path in sorted(self.files.items())]
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         pooled = {

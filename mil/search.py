@@ -79,7 +79,7 @@ def _trial(
     params: list[dict[str, Any]],
     model: str,
     model_kwargs: dict[str, Any],
-    train: dict[str, Any],
+    train: TrainConfig,
     metric: str,
 ) -> dict[str, float]:
     import torch
@@ -87,7 +87,7 @@ def _trial(
     torch.set_num_threads(1)
     fold = splits.folds[config["fold"]]
     train_params, head_params = _split_params(params[config["trial"]])
-    train_config = TrainConfig(**{**train, **train_params, "progress": False})
+    train_config = dataclasses.replace(train, **train_params, progress=False)
     index = {bag: i for i, bag in enumerate(source.ids)}
     torch.manual_seed(train_config.seed)
     head = heads.get(model)(source.dim, task.n_out, **{**model_kwargs, **head_params})

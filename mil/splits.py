@@ -278,16 +278,17 @@ class FromColumn:
 
 
 SplitSpec = KFold | MonteCarlo | FromColumn
-_SPECS = {"kfold": KFold, "monte_carlo": MonteCarlo, "column": FromColumn}
+#: Split spec classes by their ``method`` name in a run config.
+SPECS: dict[str, type] = {"kfold": KFold, "monte_carlo": MonteCarlo, "column": FromColumn}
 
 
 def spec_from_dict(record: Mapping[str, Any]) -> SplitSpec:
     """Rebuild a split spec from ``{"method": …, **params}``."""
     record = dict(record)
-    return _SPECS[record.pop("method")](**record)
+    return SPECS[record.pop("method")](**record)
 
 
 def spec_to_dict(spec: SplitSpec) -> dict[str, Any]:
     """A split spec as ``{"method": …, **params}``."""
-    method = next(name for name, cls in _SPECS.items() if isinstance(spec, cls))
+    method = next(name for name, cls in SPECS.items() if isinstance(spec, cls))
     return {"method": method, **asdict(spec)}

@@ -50,6 +50,7 @@ def test_run_writes_metrics_predictions_config_and_pictures(finished):
     np.testing.assert_allclose(predictions[["prob_0", "prob_1"]].sum(axis=1), 1, atol=1e-5)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["experiment"]["model"] == "gated_abmil" and config["task"]["classes"] == [0, 1]
+    assert config["experiment"]["data"]["features"] == "synth"
     assert set(config["checkpoints"]) == {"fold-0", "fold-1", "fold-2"}
     assert json.loads((run / "splits.json").read_text())["method"] == "kfold"
     for name in ("roc.png", "metrics.png", "report.html", "fold-0/model.safetensors"):
@@ -126,6 +127,6 @@ def test_classical_bags_run_through_the_same_experiment(tmp_path, shared_data):
         name="musk1",
     ).run()
     assert results.pooled["accuracy"] > 0.7
-    assert yaml.safe_load((results.run_dir / "config.yaml").read_text())["data"]["source"].endswith(
-        "musk1.csv.gz"
-    )
+    record = yaml.safe_load((results.run_dir / "config.yaml").read_text())
+    assert record["experiment"]["data"]["bags"].endswith("musk1.csv.gz")
+    assert record["bags"] == {"kind": "bags", "n_bags": len(table), "feature_dim": table.dim}
