@@ -39,6 +39,8 @@ from slideflow_core.store import StoreError
 log = logging.getLogger(__name__)
 
 LAYERS = ("tissue", "tiles", "cells")
+#: Endings of an output name that make it a file rather than a folder.
+FILE_SUFFIXES = (".geojson", ".gz", ".ndjson", ".geojsonl", ".json")
 TISSUE = Classification(name="Tissue", color=(120, 120, 120))
 
 
@@ -319,8 +321,13 @@ def export_store(
             job.stats.fixed,
             job.stats.dropped,
         )
-    log.info("%s", summary)
+    log.debug("%s", summary)
     return summary
+
+
+def is_geojson_name(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a GeoJSON file (``.geojson``, ``.geojson.gz``, ``.ndjson``...)."""
+    return Path(path).name.lower().endswith(FILE_SUFFIXES)
 
 
 def find_stores(target: str | os.PathLike[str]) -> tuple[list[Path], str | None]:
@@ -378,10 +385,7 @@ def export_stores(
     if options is None:
         options = ExportOptions(**{"run": run, **kwargs})
     out = Path(out)
-    looks_like_file = out.name.lower().endswith(
-        (".geojson", ".gz", ".ndjson", ".geojsonl", ".json")
-    )
-    if len(stores) == 1 and looks_like_file:
+    if len(stores) == 1 and is_geojson_name(out):
         return [export_store(stores[0], out, options=options)]
     summaries = []
     for store in stores:

@@ -1,0 +1,277 @@
+"""The export stage: every slide's overlays as QuPath GeoJSON, and its heatmap, in ``exports/``.
+
+Per slide it writes ``<project>/exports/<slide_id>.geojson.gz`` (through
+:func:`~slideflow_core.geojson.export_store`) and, when the store holds the
+scores of the run asked for, ``<slide_id>.heatmap.png``. Both are written under
+temporary names and renamed into place; then ``<slide_id>.export.json`` is
+written, last: it records what the files were made from (the config, and the
+identity and commit time of every store part read). A rerun skips a slide whose
+record matches and whose files exist, and redoes one whose store has changed
+since (a new MIL run, new cells): exports are cheap to redo, so a stale one is
+refreshed rather than refused.
+
+It runs as Ray tasks, one per slide: a cohort's exports spread over the
+cluster's cores, and the stores are read where the workers are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from slideflow_core.cohort import ProjectLayout
+from slideflow_core.features import attention_part
+from slideflow_core.geojson.export import LAYERS, ExportOptions, ExportSummary, export_store
+from slideflow_core.geojson.overlays import TILING_PART, StoreOverlays
+from slideflow_core.stages import Plan, SlideOutcome, SlideRef, StageDefaults, Unit
+from slideflow_core.store import StoreError, read_store_attrs
+
+#: The store part holding (a pointer to) a slide's cell table.
+CELLS_PART = "cells"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    """What the export stage writes for each slide.
+
+    Attributes
+    ----------
+    what
+        Layers among ``tissue``, ``tiles`` and ``cells`` (``("all",)``: every
+        layer); a layer a store lacks is skipped unless it is the only one.
+    run
+        MIL run whose scores become tile measurements and the heatmap.
+    origin
+        ``"qupath"`` (coordinates from the slide's bounds corner, as QuPath shows
+        it) or ``"slide"`` (full level-0 frame).
+    tile_type
+        QuPath ``objectType`` of tiles: ``"tile"`` or ``"detection"``.
+    keep_only
+        Only tiles that passed QC.
+    simplify_px
+        Douglas–Peucker tolerance of tissue and cell polygons, level-0 px (None: off).
+    precision
+        Decimals kept in coordinates (0–6).
+    gzip
+        Write ``.geojson.gz`` (QuPath reads it directly) instead of ``.geojson``.
+    heatmap
+        Also draw ``<slide_id>.heatmap.png`` when the store has the run's scores.
+    column
+        Value the heatmap shows (default: the run's first score column).
+    out
+        Folder of the files (default: the project's ``exports/``).
+    """
+
+    what: tuple[str, ...] = LAYERS
+    run: str | None = None
+    origin: str = "qupath"
+    tile_type: str = "tile"
+    keep_only: bool = False
+    simplify_px: float | None = None
+    precision: int = 2
+    gzip: bool = True
+    heatmap: bool = True
+    column: str | None = None
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        what = (self.what,) if isinstance(self.what, str) else tuple(self.what)
+        object.__setattr__(self, "what", what)
+        object.__setattr__(self, "what", self.options().what)  # validated and in layer order
+
+    def options(self) -> ExportOptions:
+        """The :class:`ExportOptions` of :func:`export_store` (validates every value)."""
+        return ExportOptions(
+            what=self.what,
+            run=self.run,
+            origin=self.origin,
+            tile_object_type=self.tile_type,
+            keep_only=self.keep_only,
+            simplify_px=self.simplify_px,
+            precision=self.precision,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {**asdict(self), "what": list(self.what)}
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that change what the files hold (not where they go)."""
+        data = self.to_dict()
+        data.pop("out")
+        return data
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    """Where one slide's export goes: the GeoJSON, the heatmap and the record beside them."""
+
+    folder: Path
+    slide_id: str
+    gzip: bool
+
+    @property
+    def geojson(self) -> Path:
+        """``<slide_id>.geojson.gz`` (or ``.geojson``)."""
+        return self.folder / f"{self.slide_id}.geojson{'.gz' if self.gzip else ''}"
+
+    @property
+    def heatmap(self) -> Path:
+        """``<slide_id>.heatmap.png``."""
+        return self.folder / f"{self.slide_id}.heatmap.png"
+
+    @property
+    def record(self) -> Path:
+        """``<slide_id>.export.json``: what the files were made from; written last."""
+        return self.folder / f"{self.slide_id}.export.json"
+
+    def current(self, identity: dict[str, Any]) -> bool:
+        """Whether the record matches ``identity`` and every file it lists exists."""
+        try:
+            record = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            return False
+        files = [self.folder / name for name in record.get("files", {}).values() if name]
+        return record.get("identity") == _jsonable(identity) and all(f.is_file() for f in files)
+
+    def write_record(self, identity: dict[str, Any], files: dict[str, Path | None]) -> None:
+        """Write the record atomically (after the files it describes)."""
+        record = {
+            "slide_id": self.slide_id,
+            "identity": identity,
+            "files": {kind: path.name if path else None for kind, path in files.items()},
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        tmp = self.record.with_name(f".{self.record.name}.partial")
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        os.replace(tmp, self.record)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _part_stamp(store: Path, name: str, parts: dict[str, Any]) -> dict[str, Any] | None:
+    """What identifies the version of part ``name`` of ``store`` (None when it is missing).
+
+    The recorded identity and time, and the modification time of the part's own
+    metadata, which a rewrite of the part replaces even when its identity is the same.
+    """
+    info = parts.get(name)
+    if not info or not info.get("complete"):
+        return None
+    meta = store.joinpath(*name.split("/"), "zarr.json")
+    return {
+        "identity": info.get("identity"),
+        "time": info.get("time"),
+        "committed_ns": meta.stat().st_mtime_ns if meta.is_file() else None,
+    }
+
+
+class ExportStage(StageDefaults):
+    """QuPath GeoJSON (and tile heatmaps) of every slide store into ``exports/``."""
+
+    name: ClassVar[str] = "export"
+    executor: ClassVar[str] = "tasks"
+    order: ClassVar[int] = 50
+    Config = ExportConfig
+
+    def __init__(self, config: ExportConfig | None = None) -> None:
+        self.config = config or ExportConfig()
+
+    def part(self) -> str:
+        """The stage writes files beside the stores, in ``exports/``."""
+        return "exports"
+
+    def prepare(self, layout: ProjectLayout) -> None:
+        """Create the output folder."""
+        self.folder(layout.root).mkdir(parents=True, exist_ok=True)
+
+    def folder(self, project: str | os.PathLike[str]) -> Path:
+        """Where the files of ``project``'s slides go: ``out``, or ``<project>/exports``."""
+        if self.config.out is not None:
+            return Path(self.config.out).expanduser().absolute()
+        return ProjectLayout(Path(project)).exports
+
+    def files(self, slide_id: str, store: str | os.PathLike[str]) -> ExportFiles:
+        """Where the export of ``slide_id``, whose store is ``<project>/stores/<id>.zarr``, goes."""
+        return ExportFiles(self.folder(Path(store).parent.parent), slide_id, self.config.gzip)
+
+    def identity(self, store: str | os.PathLike[str]) -> dict[str, Any]:
+        """The config and the version of every store part an export of ``store`` reads."""
+        return self._identity(Path(store), read_store_attrs(store).get("parts", {}))
+
+    def _identity(self, store: Path, parts: dict[str, Any]) -> dict[str, Any]:
+        names = [TILING_PART]
+        if self.config.run is not None:
+            names.append(attention_part(self.config.run))
+        if "cells" in self.config.what:
+            names.append(CELLS_PART)
+        return {
+            "config": self.config.identity(),
+            "parts": {name: _part_stamp(store, name, parts) for name in names},
+        }
+
+    def done(self, store: str) -> bool:
+        """Whether the store's export files exist and were made from its current parts."""
+        slide_id = Path(store).name.removesuffix(".zarr")
+        try:
+            identity = self.identity(store)
+        except (OSError, StoreError):
+            return False
+        return self.files(slide_id, store).current(identity)
+
+    def plan(self, slide: SlideRef, resource: Any, *, overwrite: bool) -> Plan | SlideOutcome:
+        """Skip a slide whose export is current; else one unit: the whole slide."""
+        started = time.time()
+        files = self.files(slide.slide_id, slide.store)
+        parts = read_store_attrs(slide.store).get("parts", {})
+        identity = self._identity(Path(slide.store), parts)
+        if not overwrite and files.current(identity):
+            details = {"geojson": str(files.geojson)}
+            return SlideOutcome(slide.slide_id, "skipped", store=slide.store, details=details)
+        n_tiles = int((parts.get(TILING_PART) or {}).get("n_tiles", 0))
+        return Plan(slide, (Unit(0, n_tiles),), state=(files, identity), started=started)
+
+    def run(self, plan: Plan, unit: Unit, resource: Any, progress: Any) -> Any:
+        """Write the GeoJSON and (when there are scores) the heatmap, each renamed into place."""
+        files: ExportFiles = plan.state[0]
+        files.folder.mkdir(parents=True, exist_ok=True)
+        files.record.unlink(missing_ok=True)  # the files are about to change
+        summary = export_store(plan.slide.store, files.geojson, options=self.config.options())
+        return summary, self._heatmap(plan.slide.store, files)
+
+    def _heatmap(self, store: str, files: ExportFiles) -> Path | None:
+        config = self.config
+        if not config.heatmap or config.run is None:
+            return None
+        if config.run not in StoreOverlays(store).runs():
+            return None
+        from slideflow_core.viewer.heatmap import write_heatmap
+
+        tmp = files.heatmap.with_name(f".{files.slide_id}.heatmap.partial.png")
+        write_heatmap(store, tmp, run=config.run, column=config.column)
+        os.replace(tmp, files.heatmap)
+        return files.heatmap
+
+    def commit(self, plan: Plan, results: Sequence[Any], resource: Any) -> SlideOutcome:
+        """Write the record that makes the slide's export complete."""
+        files, identity = plan.state
+        summary: ExportSummary = results[0][0]
+        heatmap: Path | None = results[0][1]
+        files.write_record(identity, {"geojson": files.geojson, "heatmap": heatmap})
+        details: dict[str, Any] = {f"n_{layer}": n for layer, n in summary.counts.items()}
+        details.update(geojson=str(files.geojson), heatmap=str(heatmap) if heatmap else None)
+        return SlideOutcome(
+            plan.slide.slide_id,
+            "done",
+            store=plan.slide.store,
+            n_tiles=summary.counts.get("tiles", 0),
+            seconds=time.time() - plan.started,
+            details=details,
+        )
