@@ -5,6 +5,8 @@
   shapely geometries.
 - :func:`export_store`, :func:`export_stores`: a slide store's tissue, tiles
   (QC values, MIL scores) and cells streamed to ``.geojson``/``.geojson.gz``.
+- The export stage (``create_stage("export", ...)``, :mod:`.stage`): every store
+  of a project to ``exports/`` through the core runner, resumable.
 - :class:`GeoJSONWriter` and the builders in :mod:`.objects` for other sources.
 - :class:`CellTable`: the cells stage's Parquet table (schema in :mod:`.cells`).
 """

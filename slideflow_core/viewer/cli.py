@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import webbrowser
 
+from slideflow_core.cli import add_command
+
 
 def register_view(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc view TARGET``."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "view",
         help="open slides with their overlays in a local web viewer",
         description="Serve a slide file, a slide store, a project folder or runs/<run> on "
@@ -18,7 +21,7 @@ def register_view(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "target", help="slide file, <slide>.zarr store, project folder or runs/<run>"
     )
-    parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (0: a free one)")
     parser.add_argument("--open", action="store_true", help="open the page in the web browser")
     parser.set_defaults(func=_run_view)
 
