@@ -210,7 +210,7 @@ class MILRunConfig:
             )
         data_values = _mapping(values["data"], source, "data")
         _known(data_values, _fields(DataConfig), source, "data.")
-        if "project" not in data_values:
+        if data_values.get("project") is None:
             raise MILError(f"{source}: data.project is missing", hint="name the project folder")
         for key in ("project", "manifest", "bags"):
             if data_values.get(key) is not None:
