@@ -3,10 +3,15 @@
 Entries are :class:`~embedders.card.ModelCard` objects registered with
 :func:`register_model`; the foundation models live in :mod:`embedders.zoo`. Any timm
 model also works as ``"timm:<timm name>"``.
+
+Every look-up goes through :func:`_models`, which imports the zoo first: the
+registry is complete whichever module was imported first (``sfc embed`` imports
+this module without the package's lazy loader).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from functools import partial
@@ -34,7 +39,9 @@ from embedders.weights import (
 from slideflow_core.errors import RegistryError
 from slideflow_core.registry import Registry
 
-MODELS: Registry[ModelCard] = Registry("embedder")
+_MODELS: Registry[ModelCard] = Registry("embedder")
+#: Modules whose import registers the built-in entries.
+_BUILT_IN = ("embedders.zoo",)
 TIMM_PREFIX = "timm:"
 RANDOM_SEED = 0
 Builder = Callable[[ModelCard], Any]
@@ -52,17 +59,37 @@ def register_model(**fields: Any) -> Callable[[Builder], Builder]:
 
     def decorator(build: Builder) -> Builder:
         card = ModelCard(build=build, **fields)
-        MODELS.register(card.name, **card.row(), reference=card.reference)(card)
+        _MODELS.register(card.name, **card.row(), reference=card.reference)(card)
         return build
 
     return decorator
+
+
+def _models() -> Registry[ModelCard]:
+    """The registry with the built-in entries (importing a module twice is a dict look-up)."""
+    for module in _BUILT_IN:
+        importlib.import_module(module)
+    return _MODELS
+
+
+def model_names() -> list[str]:
+    """Every registered embedder name, in registration order (``timm:<name>`` works too)."""
+    return _models().names()
 
 
 def get_card(name: str) -> ModelCard:
     """The card of a registered entry or of ``"timm:<name>"``."""
     if name.startswith(TIMM_PREFIX):
         return timm_card(name[len(TIMM_PREFIX) :])
-    return MODELS.get(name)
+    models = _models()
+    try:
+        return models.get(name)
+    except RegistryError as exc:
+        if name in models:  # registered, but unavailable here: the error says why
+            raise
+        timm = "any timm model works as timm:<name>"
+        hint = f"{exc.hint} ({timm})" if exc.hint else timm
+        raise RegistryError(exc.message, hint=hint) from None
 
 
 def _timm_network(card: ModelCard, *, timm_name: str) -> nn.Module:
@@ -196,7 +223,7 @@ def _weights_status(card: ModelCard) -> str:
 
 def list_models() -> list[dict[str, Any]]:
     """Every registered embedder as a row: metadata, availability and weights status."""
-    rows = []
-    for row, entry in zip(MODELS.list_entries(), MODELS, strict=True):
+    models, rows = _models(), []
+    for row, entry in zip(models.list_entries(), models, strict=True):
         rows.append({**row, "weights": _weights_status(entry.obj)})
     return rows

@@ -15,7 +15,7 @@ import embedders
 from embedders.builders import build_network
 from embedders.network import pool_tokens
 
-ALL = embedders.MODELS.names()
+ALL = embedders.model_names()
 # Real CPU forwards in the default suite; the rest (more tokens or parameters) are slow.
 SMALL = ["handcrafted", "resnet50-trunc", "dinov2_vits14_reg", "pluto_p16", "pluto_p32"]
 LARGER = ["dinov2_vits14", "pluto_p8", "dinov2_vitb14", "phikon", "lunit-dino-s8"]
