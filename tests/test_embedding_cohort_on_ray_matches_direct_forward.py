@@ -1,4 +1,4 @@
-"""Embedding a project on Ray: features equal a plain forward, from pixels or from the slide.
+"""Embedding a project on Ray actors: features equal a plain forward, from pixels or the slide.
 
 One project holds three kinds of store: pixels stored (a real slide and a synthetic
 one), coordinates only (the real slide again, read lazily), and a coordinates-only
@@ -82,9 +82,25 @@ def test_a_broken_slide_fails_alone_and_the_report_says_why(project):
     assert "gone.svs" in failure.error
     text = str(report)
     assert "1 failed" in text and "3 done" in text and "tiles/s" in text
-    saved = json.loads((root / "status" / "embed-handcrafted.json").read_text())
-    assert saved["tiles_embedded"] == report.tiles_embedded > 0
-    assert saved["embedder"]["dim"] == 87
-    per_slide = json.loads((root / "status" / "embed-handcrafted" / "broken.json").read_text())
+    saved = json.loads((root / "status" / "embed.json").read_text())
+    assert saved["part"] == "features/handcrafted"
+    assert saved["tiles_done"] == report.tiles_done > 0
+    assert saved["info"]["dim"] == 87 and "CPU actor" in saved["info"]["executor"]
+    per_slide = json.loads((root / "status" / "embed" / "broken.json").read_text())
     assert per_slide["status"] == "failed"
+    done = json.loads((root / "status" / "embed" / "cmu.json").read_text())
+    assert done["status"] == "done" and done["details"]["batch_size"] == 16
     assert "handcrafted" not in list_parts(root / "stores" / "broken.zarr")
+
+
+def test_a_second_run_skips_every_complete_slide(project):
+    root, _ = project
+    again = embed_cohort(root, "handcrafted", batch_size=16, progress=False)
+    status = {r.slide_id: r.status for r in again.results}
+    assert status == {
+        "broken": "failed",
+        "cmu": "skipped",
+        "cmu-coords": "skipped",
+        "synthetic": "skipped",
+    }
+    assert again.tiles_done == 0

@@ -25,7 +25,7 @@ def _kill_embedding_actor(kills: list[int], stop: threading.Event) -> None:
     while not stop.is_set() and not kills:
         for proc in psutil.process_iter(["pid", "cmdline"]):
             title = " ".join(proc.info["cmdline"] or [])
-            if "ray::EmbedderActor.embed" in title:
+            if "ray::StageWorker.process" in title:
                 time.sleep(0.5)  # let it get into the slide
                 try:
                     os.kill(proc.info["pid"], signal.SIGKILL)
