@@ -78,10 +78,10 @@ def test_small_tiles_find_the_same_nuclei_as_one_window(tmp_path):
         slide, segmenter, out=tmp_path / "tiled.parquet", tile_px=128, overlap_px=32, tiles="all"
     )
     assert whole.n_tiles == 1 and tiled.n_tiles == 48
-    table = pq.read_table(tiled.output)
+    table = pq.read_table(tiled.details["table"])
     polygons = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
     assert len(overlapping_pairs(polygons)[0]) == 0  # no nucleus twice
-    one = pq.read_table(whole.output).to_pandas()[["x", "y"]].to_numpy()
+    one = pq.read_table(whole.details["table"]).to_pandas()[["x", "y"]].to_numpy()
     many = table.select(["x", "y"]).to_pandas().to_numpy()
     from embedders.dense import match_points
 

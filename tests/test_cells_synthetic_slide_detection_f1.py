@@ -21,7 +21,7 @@ def segmented(tmp_path_factory):
 
 def test_detection_f1_against_the_true_centroids_is_at_least_0_9(segmented):
     truth, result = segmented
-    table = CellTable(result.output)
+    table = CellTable(result.details["table"])
     found = np.concatenate(
         [np.column_stack([b.measurements["x"], b.measurements["y"]]) for b in table.batches()]
     )
@@ -33,7 +33,7 @@ def test_detection_f1_against_the_true_centroids_is_at_least_0_9(segmented):
 
 def test_every_cell_has_a_polygon_around_its_centroid_and_plausible_measurements(segmented):
     _, result = segmented
-    table = CellTable(result.output)
+    table = CellTable(result.details["table"])
     assert table.measurement_columns == MEASUREMENTS
     batch = next(table.batches())
     inside = [

@@ -1,4 +1,4 @@
-"""``segment_cohort`` segments a project's stores on Ray, and ``sfc export`` finds the cells."""
+"""``segment_cohort`` runs the segment stage on Ray tasks: tables per store, status, resume."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def test_cohort_bands_run_on_ray_and_every_store_gets_its_table(tmp_path, ray_se
     from tiling import TilingConfig, tile_slide
 
     slide, _ = sparse_slide(tmp_path, width_px=2048, height_px=2048, n_tissue_regions=1)
-    stores = tmp_path / "project" / "stores"
+    project = tmp_path / "project"
+    stores = project / "stores"
     for slide_id in ("a", "b"):
         tile_slide(
             slide,
@@ -26,19 +27,30 @@ def test_cohort_bands_run_on_ray_and_every_store_gets_its_table(tmp_path, ray_se
             slide_id=slide_id,
         )
     (stores / "broken.zarr").mkdir()  # fails alone, the others go on
-    report = segment_cohort(tmp_path / "project", tile_px=256, band_rows=1, progress=False)
+    report = segment_cohort(project, tile_px=256, band_rows=1, progress=False)
+    assert report.stage == "segment" and report.part == "cells/classical"
+    assert report.info["executor"].startswith("Ray tasks")
     by_id = {r.slide_id: r for r in report.results}
     assert by_id["broken"].status == "failed" and "no slide store" in by_id["broken"].error
     assert by_id["a"].status == by_id["b"].status == "done"
-    assert by_id["a"].n_cells == by_id["b"].n_cells > 50
+    n_cells = by_id["a"].details["n_cells"]
+    assert n_cells == by_id["b"].details["n_cells"] > 50
+    assert by_id["a"].details["bands"] > 1  # several band tasks for one slide
     for slide_id in ("a", "b"):
         store = stores / f"{slide_id}.zarr"
         table = store_cell_table(store, read_store_attrs(store))
-        assert len(CellTable(table)) == by_id[slide_id].n_cells
-        status = json.loads(
-            (tmp_path / "project/status/segment-classical" / f"{slide_id}.json").read_text()
-        )
-        assert status["status"] == "done"
-    again = segment_cohort(tmp_path / "project", tile_px=256, band_rows=1, progress=False)
-    assert {r.slide_id: r.status for r in again.results}["a"] == "skipped"
+        assert len(CellTable(table)) == n_cells
+        status = json.loads((project / "status" / "segment" / f"{slide_id}.json").read_text())
+        assert status["status"] == "done" and status["details"]["n_cells"] == n_cells
+    broken = json.loads((project / "status" / "segment" / "broken.json").read_text())
+    assert broken["status"] == "failed"
+    summary = json.loads((project / "status" / "segment.json").read_text())
+    assert [r["slide_id"] for r in summary["results"]] == ["a", "b", "broken"]
     assert "cells/classical" in str(report)
+
+    again = segment_cohort(project, tile_px=256, band_rows=1, progress=False)
+    assert {r.slide_id: r.status for r in again.results} == {
+        "a": "skipped",
+        "b": "skipped",
+        "broken": "failed",
+    }

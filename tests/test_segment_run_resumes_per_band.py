@@ -31,7 +31,7 @@ def test_interrupted_run_resumes_the_missing_bands_only(store, monkeypatch):
     segmenter = ClassicalSegmenter(mpp=0.5)
     reference = segment_slide(store, segmenter, name="reference", **GRID)
     assert reference.status == "done" and reference.details["bands"] >= 3
-    expected = _table(reference.output)
+    expected = _table(reference.details["table"])
 
     real = bands_module.segment_band
     calls = []
@@ -42,26 +42,26 @@ def test_interrupted_run_resumes_the_missing_bands_only(store, monkeypatch):
             raise RuntimeError("worker died")
         return real(plan, seg, band)
 
-    monkeypatch.setattr("embedders.dense.slide.segment_band", crash_on_third)
+    monkeypatch.setattr("embedders.dense.stage.segment_band", crash_on_third)
     with pytest.raises(RuntimeError, match="worker died"):
         segment_slide(store, segmenter, name="resumed", **GRID)
     attrs = read_store_attrs(store)
     assert "cells/resumed" not in attrs["parts"]  # nothing half-written looks complete
     assert not (store / "cells" / "resumed").exists()
 
-    monkeypatch.setattr("embedders.dense.slide.segment_band", real)
+    monkeypatch.setattr("embedders.dense.stage.segment_band", real)
     resumed = segment_slide(store, segmenter, name="resumed", **GRID)
     assert resumed.status == "done"
     assert resumed.details["bands_resumed"] == 2
-    got = _table(resumed.output)
-    assert len(got) == len(expected) == resumed.n_cells
+    got = _table(resumed.details["table"])
+    assert len(got) == len(expected) == resumed.details["n_cells"]
     np.testing.assert_allclose(got[["x", "y", "area_um2"]], expected[["x", "y", "area_um2"]])
 
     again = segment_slide(store, segmenter, name="resumed", **GRID)
     assert again.status == "skipped"
     # The store's cells entry points at the latest table, as exporters read it.
     table = store_cell_table(store, read_store_attrs(store))
-    assert table is not None and len(CellTable(table)) == resumed.n_cells
+    assert table is not None and len(CellTable(table)) == resumed.details["n_cells"]
 
 
 def test_a_table_made_differently_is_not_reused_silently(store):

@@ -4,7 +4,8 @@
 shows them all, and why one is unavailable); ``segment_slide(store_or_slide, ...)``
 writes every nucleus of a slide as a polygon with measurements to a cell table, and
 ``segment_cohort(project, ...)`` does it for a project on Ray, one task per band of
-tiles. :mod:`.metrics` scores instance maps (Dice, AJI, PQ, detection F1);
+tiles (:class:`SegmentStage` through :func:`slideflow_core.stages.run_cohort`).
+:mod:`.metrics` scores instance maps (Dice, AJI, PQ, detection F1);
 :func:`train_dense_head` trains the learned head on annotated tiles.
 """
 
@@ -17,7 +18,6 @@ from slideflow_core.lazy import lazy_exports
 if TYPE_CHECKING:
     from embedders.dense.base import Segmenter, TileSegmentation
     from embedders.dense.classical import ClassicalConfig, ClassicalSegmenter
-    from embedders.dense.cohort import SegmentationReport, segment_cohort
     from embedders.dense.data import (
         AnnotatedTile,
         AnnotationError,
@@ -35,14 +35,14 @@ if TYPE_CHECKING:
         panoptic_quality,
         score_tile,
     )
-    from embedders.dense.plan import SegmentationError, SegmentConfig
+    from embedders.dense.plan import SegmentationError, SegmentConfig, SegmentConfigError
     from embedders.dense.registry import (
-        SEGMENTERS,
         create_segmenter,
         list_segmenters,
         register_segmenter,
+        segmenter_names,
     )
-    from embedders.dense.slide import SegmentResult, segment_slide
+    from embedders.dense.stage import SegmentStage, segment_cohort, segment_slide
     from embedders.dense.train import DenseTrainConfig, train_dense_head
 
 # Public name -> module, loaded on first use (the learned head imports torch and timm).
@@ -51,8 +51,6 @@ _EXPORTS = {
     "TileSegmentation": "embedders.dense.base",
     "ClassicalConfig": "embedders.dense.classical",
     "ClassicalSegmenter": "embedders.dense.classical",
-    "SegmentationReport": "embedders.dense.cohort",
-    "segment_cohort": "embedders.dense.cohort",
     "AnnotatedTile": "embedders.dense.data",
     "AnnotationError": "embedders.dense.data",
     "pannuke_tiles": "embedders.dense.data",
@@ -69,20 +67,20 @@ _EXPORTS = {
     "score_tile": "embedders.dense.metrics",
     "SegmentationError": "embedders.dense.plan",
     "SegmentConfig": "embedders.dense.plan",
-    "SEGMENTERS": "embedders.dense.registry",
+    "SegmentConfigError": "embedders.dense.plan",
     "create_segmenter": "embedders.dense.registry",
     "list_segmenters": "embedders.dense.registry",
     "register_segmenter": "embedders.dense.registry",
-    "SegmentResult": "embedders.dense.slide",
-    "segment_slide": "embedders.dense.slide",
+    "segmenter_names": "embedders.dense.registry",
+    "SegmentStage": "embedders.dense.stage",
+    "segment_cohort": "embedders.dense.stage",
+    "segment_slide": "embedders.dense.stage",
     "DenseTrainConfig": "embedders.dense.train",
     "train_dense_head": "embedders.dense.train",
 }
-_REGISTERING = ("embedders.dense.adapters", "embedders.dense.classical", "embedders.dense.learned")
-__getattr__ = lazy_exports(__name__, _EXPORTS, preload=_REGISTERING)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
-    "SEGMENTERS",
     "AnnotatedTile",
     "AnnotationError",
     "ClassicalConfig",
@@ -90,9 +88,9 @@ __all__ = [
     "DenseHeadSegmenter",
     "DenseTrainConfig",
     "SegmentConfig",
-    "SegmentResult",
+    "SegmentConfigError",
+    "SegmentStage",
     "SegmentationError",
-    "SegmentationReport",
     "Segmenter",
     "TileScores",
     "TileSegmentation",
@@ -110,6 +108,7 @@ __all__ = [
     "score_tile",
     "segment_cohort",
     "segment_slide",
+    "segmenter_names",
     "train_dense_head",
     "tuning_split",
 ]

@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from slideflow_core.cli import add_ray_options
+from slideflow_core.cli import DeprecatedAlias, add_command, add_ray_options
+
+
+class _SegmenterNames:
+    """The registered segmenter names, read when argparse first needs them.
+
+    Reading them imports the segmenters (torch for the learned head), which
+    ``sfc`` must not pay for on every command: argparse only looks at ``choices``
+    when ``--segmenter`` is given or ``--help`` is shown.
+    """
+
+    def _names(self) -> list[str]:
+        from embedders.dense.registry import segmenter_names
+
+        return segmenter_names()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def register_segment(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc segment PROJECT_OR_SLIDE [--segmenter NAME] [--out TABLE]``."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "segment",
         help="segment nuclei into per-slide cell tables (polygons + measurements)",
         description="Segment every nucleus of a project's slide stores (on Ray, into each "
@@ -19,18 +44,46 @@ def register_segment(subparsers: argparse._SubParsersAction) -> None:
         "Resumable per band of tiles; complete tables made the same way are skipped.",
     )
     parser.add_argument(
-        "target", nargs="?", help="project directory, slide store (.zarr) or slide file"
+        "target", nargs="?", help="project folder, slide store (.zarr) or slide file"
     )
-    parser.add_argument("--segmenter", default="classical", help="segmenter name (--list)")
-    parser.add_argument("--weights", help="weights file for a learned segmenter")
-    parser.add_argument("--seg-mpp", type=float, help="µm/px to segment at (classical)")
+    parser.add_argument(
+        "--segmenter",
+        default="classical",
+        choices=_SegmenterNames(),
+        metavar="NAME",
+        help="registered segmenter (see --list)",
+    )
+    parser.add_argument("--weights", help="weights file of a learned segmenter")
+    parser.add_argument(
+        "--target-mpp", type=float, help="µm/px to segment at (default: the segmenter's own)"
+    )
+    parser.add_argument(
+        "--seg-mpp",
+        dest="target_mpp",
+        type=float,
+        action=DeprecatedAlias,
+        new="--target-mpp",
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--out", help="cell table (.parquet) to write for a slide file")
-    parser.add_argument("--name", help="run name (part cells/<name>; default: segmenter)")
-    parser.add_argument("--mpp", type=float, help="level-0 µm/px of an uncalibrated slide")
-    parser.add_argument("--tile-px", type=int, default=1024, help="core tile side")
-    parser.add_argument("--overlap-px", type=int, default=64, help="overlap on each side")
+    parser.add_argument("--name", help="run name (part cells/<name>; default: the segmenter)")
+    parser.add_argument(
+        "--slide-mpp", type=float, help="level-0 µm/px of an uncalibrated slide file"
+    )
+    parser.add_argument(
+        "--mpp",
+        dest="slide_mpp",
+        type=float,
+        action=DeprecatedAlias,
+        new="--slide-mpp",
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument("--tile-px", type=int, default=1024, help="core tile side, in pixels")
+    parser.add_argument(
+        "--overlap-px", type=int, default=64, help="pixels read around each core tile"
+    )
     parser.add_argument("--all-tiles", action="store_true", help="segment outside tissue too")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="redo complete tables")
     add_ray_options(parser)
     parser.add_argument("--list", action="store_true", help="list segmenters and exit")
     parser.set_defaults(func=_run_segment)
@@ -40,7 +93,6 @@ def _run_segment(args: argparse.Namespace) -> int:
     from embedders.dense import (
         SegmentationError,
         SegmentConfig,
-        create_segmenter,
         list_segmenters,
         segment_cohort,
         segment_slide,
@@ -56,24 +108,25 @@ def _run_segment(args: argparse.Namespace) -> int:
             "sfc segment needs a project, a slide store or a slide",
             hint="sfc segment PROJECT_OR_SLIDE (or --list to see the segmenters)",
         )
-    options = {}
-    if args.weights:
-        options["weights"] = args.weights
-    if args.seg_mpp:
-        options["mpp"] = args.seg_mpp
-    segmenter = create_segmenter(args.segmenter, **options)
+    target = Path(args.target)
+    if not target.exists():
+        raise SegmentationError(
+            f"not found: {args.target}",
+            hint="give a project folder (from sfc tile), a slide store (.zarr) or a slide file",
+        )
     config = SegmentConfig(
+        segmenter=args.segmenter,
+        weights=args.weights,
+        target_mpp=args.target_mpp,
+        name=args.name,
         tile_px=args.tile_px,
         overlap_px=args.overlap_px,
         tiles="all" if args.all_tiles else "tissue",
     )
-    target = Path(args.target)
     if (target / "stores").is_dir():
         report = segment_cohort(
             target,
-            segmenter,
-            config=config,
-            name=args.name,
+            config,
             overwrite=args.overwrite,
             address=args.address,
             num_cpus=args.num_cpus,
@@ -81,14 +134,8 @@ def _run_segment(args: argparse.Namespace) -> int:
         )
         print(report)
         return 0 if report.ok else 1
-    result = segment_slide(
-        target,
-        segmenter,
-        config=config,
-        name=args.name,
-        out=args.out,
-        mpp=args.mpp,
-        overwrite=args.overwrite,
+    outcome = segment_slide(
+        target, config=config, out=args.out, slide_mpp=args.slide_mpp, overwrite=args.overwrite
     )
-    print(json.dumps(result.to_dict(), indent=1, default=str))
+    print(json.dumps(outcome.to_dict(), indent=1, default=str))
     return 0

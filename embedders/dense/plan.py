@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from embedders.dense.stitch import DEFAULT_MIN_OVERLAP
 from slideflow_core.errors import SlideflowError
 from slideflow_core.provenance import file_fingerprint
 from slideflow_core.slides import Slide, open_slide
-from slideflow_core.store import part_key, read_store_attrs
+from slideflow_core.stages import StageConfigError
+from slideflow_core.store import StoreError, part_key, read_store_attrs
 from tiling.tissue import detect_tissue
 
 CELLS = "cells"
@@ -38,12 +39,38 @@ class SegmentationError(SlideflowError):
     """A segmentation run cannot start or finish (bad input, incompatible output)."""
 
 
+class SegmentConfigError(StageConfigError, ValueError):
+    """A segmentation setting is invalid (a grid size, a tile selection, a resolution)."""
+
+
+def _valid_part_name(name: str) -> bool:
+    try:
+        part_key(CELLS, name)
+    except StoreError:
+        return False
+    return True
+
+
+#: The fields that decide how a slide is cut, hence its cells (the rest say what runs).
+GRID_FIELDS = ("tile_px", "overlap_px", "band_rows", "tiles", "min_overlap")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SegmentConfig:
-    """How a slide is cut for segmentation (sizes in pixels at the segmenter's µm/px).
+    """Which segmenter runs, and how a slide is cut for it (sizes in pixels at its µm/px).
 
     Parameters
     ----------
+    segmenter
+        A registered segmenter name (see :func:`embedders.dense.list_segmenters`).
+    weights
+        Weights file of a learned segmenter.
+    target_mpp
+        µm per pixel to segment at (default: the segmenter's own).
+    segmenter_options
+        Other keyword arguments for :func:`embedders.dense.create_segmenter`.
+    name
+        Run name: the store part ``cells/<name>`` (default: the segmenter's name).
     tile_px
         Side of a core tile.
     overlap_px
@@ -56,6 +83,11 @@ class SegmentConfig:
         Overlap (over the smaller outline) above which two outlines are one nucleus.
     """
 
+    segmenter: str = "classical"
+    weights: str | None = None
+    target_mpp: float | None = None
+    segmenter_options: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
     tile_px: int = 1024
     overlap_px: int = 64
     band_rows: int = 2
@@ -64,6 +96,14 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         bad = []
+        if not (isinstance(self.segmenter, str) and self.segmenter):
+            bad.append(f"segmenter={self.segmenter!r} (a registered name)")
+        if self.target_mpp is not None and not self.target_mpp > 0:
+            bad.append(f"target_mpp={self.target_mpp!r} (µm/px > 0)")
+        if not isinstance(self.segmenter_options, dict):
+            bad.append(f"segmenter_options={self.segmenter_options!r} (a mapping)")
+        if self.name is not None and not _valid_part_name(self.name):
+            bad.append(f"name={self.name!r} (letters, digits, '.', '_', '-')")
         if not (isinstance(self.tile_px, int) and self.tile_px >= 64):
             bad.append(f"tile_px={self.tile_px!r} (an integer >= 64)")
         if not (isinstance(self.overlap_px, int) and 0 <= self.overlap_px <= self.tile_px // 2):
@@ -75,19 +115,53 @@ class SegmentConfig:
         if not 0 < self.min_overlap < 1:
             bad.append(f"min_overlap={self.min_overlap!r} (in (0, 1))")
         if bad:
-            raise ValueError(f"invalid SegmentConfig: {', '.join(bad)}")
+            raise SegmentConfigError(
+                f"invalid SegmentConfig: {', '.join(bad)}",
+                hint="each value above says what it must be",
+            )
 
     @property
     def window_px(self) -> int:
         """Side of a window: the core and its overlap on both sides."""
         return self.tile_px + 2 * self.overlap_px
 
+    def grid(self) -> dict[str, Any]:
+        """The fields that decide how a slide is cut (part of a run's identity)."""
+        return {key: getattr(self, key) for key in GRID_FIELDS}
 
-def table_name(segmenter: Segmenter, name: str | None) -> str:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (a YAML section)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmentConfig:
+        """Build from plain data (:meth:`to_dict` output or a YAML section).
+
+        Raises
+        ------
+        SegmentConfigError
+            For unknown keys or invalid values.
+        """
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SegmentConfigError(
+                f"segment: unknown settings {unknown}",
+                hint=f"known settings: {sorted(cls.__dataclass_fields__)}",
+            )
+        return cls(**data)
+
+
+def table_name(segmenter_name: str, name: str | None) -> str:
     """The part name of a run (``cells/<name>``): ``name`` or the segmenter's name made safe."""
-    chosen = name or _UNSAFE.sub("_", segmenter.name).strip("._-")
+    chosen = name or _UNSAFE.sub("_", segmenter_name).strip("._-")
     part_key(CELLS, chosen)
     return chosen
+
+
+def is_slide_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a slide store (``.zarr``, or a folder holding ``zarr.json``)."""
+    path = Path(path)
+    return path.suffix == ".zarr" or (path / "zarr.json").is_file()
 
 
 @dataclass(frozen=True)
@@ -201,9 +275,8 @@ def plan_cells(
     segmenter: Segmenter,
     config: SegmentConfig,
     *,
-    name: str | None = None,
     out: str | os.PathLike[str] | None = None,
-    mpp: float | None = None,
+    slide_mpp: float | None = None,
 ) -> CellPlan:
     """Lay the window grid over a slide store or a slide file and decide its bands.
 
@@ -215,8 +288,8 @@ def plan_cells(
         If ``source`` looks like a store but is not a complete one.
     """
     source = Path(source)
-    run = table_name(segmenter, name)
-    is_store = source.suffix == ".zarr" or (source / "zarr.json").is_file()
+    run = table_name(segmenter.name, config.name)
+    is_store = is_slide_store(source)
     if is_store:
         if out is not None:
             raise SegmentationError(
@@ -238,8 +311,8 @@ def plan_cells(
                 f"no output given for the slide {source}",
                 hint="pass out= (--out) with the cell table to write, e.g. cells.parquet",
             )
-        override = mpp
-        slide = open_slide(source, mpp=mpp)
+        override = slide_mpp
+        slide = open_slide(source, mpp=slide_mpp)
         output = Path(out)
         stage = output.with_name(output.name + ".bands")
         origin = {"slide": {k: v for k, v in file_fingerprint(str(source)).items() if k != "mtime"}}
@@ -258,7 +331,7 @@ def plan_cells(
         else:
             hit = _tissue_cores(slide, step0, grid)
         slide_id, slide_path = slide.slide_id, slide.path
-        slide_mpp = slide.mpp
+        level0_mpp = slide.mpp
     rows, cols = np.nonzero(hit)
     cores = np.column_stack([cols, rows]).astype(np.int64)
     bands = tuple(
@@ -268,8 +341,8 @@ def plan_cells(
     )
     identity = {
         "segmenter": segmenter.identity(),
-        "config": asdict(config),
-        "mpp": scale * slide_mpp,
+        "config": config.grid(),
+        "mpp": scale * level0_mpp,
         "level": choice.level,
         **origin,
     }
@@ -285,7 +358,7 @@ def plan_cells(
         level=choice.level,
         read_px=read_px,
         scale=scale,
-        mpp=scale * slide_mpp,
+        mpp=scale * level0_mpp,
         cores=cores,
         bands=bands,
         size0=(width0, height0),

@@ -1,5 +1,9 @@
 """Whole-slide segmentation of one slide: plan, bands (resumable), commit of the cell table.
 
+:class:`embedders.dense.stage.SegmentStage` drives these steps: :func:`start_run`
+plans a slide, :func:`embedders.dense.bands.segment_band` does each band, and
+:func:`commit_cells` writes the table.
+
 The cell table follows :mod:`slideflow_core.geojson.cells` (WKB ``geometry`` in level-0
 px, ``class`` when the segmenter has classes, float measurement columns including the
 centroid ``x``, ``y``). For a slide store it is the part ``cells/<name>`` holding
@@ -14,8 +18,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,6 @@ from embedders.dense.bands import (
     TOP,
     measurement_names,
     prepare_stage,
-    segment_band,
 )
 from embedders.dense.base import Segmenter
 from embedders.dense.plan import (
@@ -45,6 +47,7 @@ from embedders.dense.registry import create_segmenter
 from embedders.dense.stitch import resolve_overlaps
 from slideflow_core.geojson.cells import CLASS, GEOMETRY, CellTableWriter
 from slideflow_core.provenance import package_versions, run_context
+from slideflow_core.stages import SlideOutcome
 from slideflow_core.store import (
     mark_part,
     part_key,
@@ -53,24 +56,6 @@ from slideflow_core.store import (
     unmark_part,
     write_part,
 )
-
-
-@dataclass(frozen=True)
-class SegmentResult:
-    """Outcome of segmenting one slide (one row of a cohort report)."""
-
-    slide_id: str
-    status: str  # "done", "skipped" or "failed"
-    output: str
-    n_cells: int = 0
-    n_tiles: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values."""
-        return asdict(self)
 
 
 def cells_part(name: str) -> str:
@@ -139,8 +124,19 @@ def _write_table(plan: CellPlan, segmenter: Segmenter, path: Path) -> int:
     return total
 
 
-def commit_cells(plan: CellPlan, segmenter: Segmenter, bands: list[dict[str, Any]]) -> int:
-    """Merge the staged bands into the final cell table, atomically; returns the cell count.
+def commit_cells(
+    plan: CellPlan, segmenter: Segmenter, bands: Sequence[dict[str, Any]], *, started: float
+) -> SlideOutcome:
+    """Merge the staged bands into the final cell table, atomically.
+
+    ``bands`` are the summaries of the bands segmented by this run (the others
+    were staged by an earlier one); ``started`` is when the slide's run began.
+
+    Returns
+    -------
+    SlideOutcome
+        ``done``, with ``details``: ``n_cells``, ``table`` (the Parquet file),
+        ``bands``, ``bands_resumed`` and ``mpp``.
 
     Raises
     ------
@@ -159,7 +155,7 @@ def commit_cells(plan: CellPlan, segmenter: Segmenter, bands: list[dict[str, Any
         "name": plan.name,
         "mpp": plan.mpp,
         "level": plan.level,
-        "config": asdict(plan.config),
+        "config": plan.config.to_dict(),
         "n_tiles": len(plan.cores),
         "n_bands": len(plan.bands),
         "band_seconds": round(sum(b.get("seconds", 0.0) for b in bands), 3),
@@ -191,7 +187,20 @@ def commit_cells(plan: CellPlan, segmenter: Segmenter, bands: list[dict[str, Any
         sidecar.with_name(sidecar.name + ".tmp").write_text(json.dumps(record, indent=1))
         os.replace(sidecar.with_name(sidecar.name + ".tmp"), sidecar)
     shutil.rmtree(plan.stage, ignore_errors=True)
-    return n
+    return SlideOutcome(
+        plan.slide_id,
+        "done",
+        store=plan.store or plan.output,
+        n_tiles=len(plan.cores),
+        seconds=time.time() - started,
+        details={
+            "n_cells": n,
+            "table": plan.output,
+            "bands": len(plan.bands),
+            "bands_resumed": len(plan.bands) - sum(not b.get("skipped") for b in bands),
+            "mpp": plan.mpp,
+        },
+    )
 
 
 def _pointer(store: str) -> dict[str, Any]:
@@ -203,22 +212,27 @@ def start_run(
     segmenter: Segmenter,
     config: SegmentConfig,
     *,
-    name: str | None = None,
     out: str | os.PathLike[str] | None = None,
-    mpp: float | None = None,
+    slide_mpp: float | None = None,
     overwrite: bool = False,
-) -> CellPlan | SegmentResult:
-    """Plan a slide and ready its band folder, or a ``skipped`` result when it is done.
+) -> CellPlan | SlideOutcome:
+    """Plan a slide and ready its band folder, or its ``skipped`` outcome when it is done.
 
     Raises
     ------
     SegmentationError
         When a table made differently exists and ``overwrite`` is False.
     """
-    plan = plan_cells(source, segmenter, config, name=name, out=out, mpp=mpp)
+    plan = plan_cells(source, segmenter, config, out=out, slide_mpp=slide_mpp)
     state = existing_state(plan)
     if state == "complete" and not overwrite:
-        return SegmentResult(plan.slide_id, "skipped", plan.output, n_tiles=len(plan.cores))
+        return SlideOutcome(
+            plan.slide_id,
+            "skipped",
+            store=plan.store or plan.output,
+            n_tiles=len(plan.cores),
+            details={"table": plan.output},
+        )
     if state == "incompatible" and not overwrite:
         raise SegmentationError(
             f"{plan.output} was segmented differently (another segmenter, its settings, "
@@ -229,85 +243,25 @@ def start_run(
     return plan
 
 
-def resolve_segmenter(segmenter: Segmenter | str) -> Segmenter:
-    """A segmenter object from itself or a registered name."""
-    return create_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
-
-
-def segment_slide(
-    source: str | os.PathLike[str],
-    segmenter: Segmenter | str = "classical",
-    *,
-    config: SegmentConfig | None = None,
-    name: str | None = None,
-    out: str | os.PathLike[str] | None = None,
-    mpp: float | None = None,
-    overwrite: bool = False,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    **config_kwargs: Any,
-) -> SegmentResult:
-    """Segment every nucleus of one slide into a cell table, in this process.
-
-    Parameters
-    ----------
-    source
-        A slide store (``<project>/stores/<slide_id>.zarr``; cores follow its kept tiles)
-        or a slide file (tissue is detected; ``out`` is then required).
-    segmenter
-        A :class:`~embedders.dense.base.Segmenter` or a registered name.
-    config
-        Window grid (:class:`SegmentConfig`); or give its fields as keyword arguments.
-    name
-        Run name: the part ``cells/<name>`` (default: the segmenter's name).
-    out
-        Cell table to write for a bare slide (``.parquet``).
-    mpp
-        Level-0 µm/px override for an uncalibrated bare slide.
-    overwrite
-        Redo a slide whose table is complete, or was made differently.
-    progress
-        Called with each band's summary (``band``, ``tiles``, ``cells``, ``seconds``).
-
-    Returns
-    -------
-    SegmentResult
-        ``done`` or ``skipped``.
+def build_segmenter(config: SegmentConfig) -> Segmenter:
+    """The segmenter ``config`` names, with its weights, resolution and options.
 
     Raises
     ------
+    RegistryError
+        If the name is unknown or the segmenter is unavailable here.
     SegmentationError
-        On bad input, or when a table made differently exists and ``overwrite`` is False.
+        If it does not take one of the options given.
     """
-    started = time.time()
-    if config is not None and config_kwargs:
-        raise TypeError("give either config= or its fields as keyword arguments, not both")
-    segmenter = resolve_segmenter(segmenter)
-    plan = start_run(
-        source,
-        segmenter,
-        config or SegmentConfig(**config_kwargs),
-        name=name,
-        out=out,
-        mpp=mpp,
-        overwrite=overwrite,
-    )
-    if isinstance(plan, SegmentResult):
-        return plan
-    resumed = sum(plan.band_file(b).is_file() for b in range(len(plan.bands)))
-    bands = []
-    for band in range(len(plan.bands)):
-        summary = segment_band(plan, segmenter, band)
-        bands.append(summary)
-        if progress is not None:
-            progress(summary)
-    n = commit_cells(plan, segmenter, bands)
-    seconds = time.time() - started
-    return SegmentResult(
-        plan.slide_id,
-        "done",
-        plan.output,
-        n_cells=n,
-        n_tiles=len(plan.cores),
-        seconds=seconds,
-        details={"bands": len(plan.bands), "bands_resumed": resumed, "mpp": plan.mpp},
-    )
+    options = dict(config.segmenter_options)
+    if config.weights is not None:
+        options["weights"] = config.weights
+    if config.target_mpp is not None:
+        options["mpp"] = config.target_mpp
+    try:
+        return create_segmenter(config.segmenter, **options)
+    except TypeError as exc:
+        raise SegmentationError(
+            f"segmenter {config.segmenter!r} does not take {sorted(options)}: {exc}",
+            hint="see list_segmenters() (sfc segment --list): classical takes no weights",
+        ) from exc
