@@ -204,7 +204,7 @@ class StoreBags:
         return self.sizes[i]
 
     def features(self, i: int, rows: np.ndarray | None = None) -> np.ndarray:
-        array = _feature_array(self.stores[i], self.model_id)
+        array = _feature_array(self.stores[i], self.model_id, _stamp(self.stores[i], self.model_id))
         values = array[:] if rows is None else array.oindex[rows]
         return np.asarray(values, dtype=np.float32)
 
@@ -221,15 +221,26 @@ class StoreBags:
         )
 
 
+def _array_path(store: str, model_id: str) -> Path:
+    return Path(store) / FEATURES / model_id / "features"
+
+
+def _stamp(store: str, model_id: str) -> tuple[int, int]:
+    """Which version of the array is on disk: a rewritten part has a new metadata file."""
+    meta = (_array_path(store, model_id) / "zarr.json").stat()
+    return meta.st_ino, meta.st_mtime_ns
+
+
 @functools.lru_cache(maxsize=4096)
-def _feature_array(store: str, model_id: str) -> zarr.Array:
+def _feature_array(store: str, model_id: str, stamp: tuple[int, int]) -> zarr.Array:
     """The opened ``features`` array of a store (metadata only, cached per process).
 
     Opening costs several metadata reads; an epoch reads every bag, so the
-    handles are kept. Completeness was checked when the bags were listed.
+    handles are kept, keyed by ``stamp`` so that a part written again (another
+    dtype or size) is opened again. Completeness was checked when the bags were listed.
     """
     use_fast_codecs()
-    return zarr.open_array(str(Path(store) / FEATURES / model_id / "features"), mode="r")
+    return zarr.open_array(str(_array_path(store, model_id)), mode="r")
 
 
 def _missing(value: Any) -> bool:

@@ -107,3 +107,27 @@ def synthetic_project(
             }
         )
     return pd.DataFrame(rows), truth
+
+
+def tumour_project(root: Path, n_slides: int = 8, *, seed: int = 3) -> tuple[Path, Path]:
+    """A real tiny project: synthetic tumour slides tiled and embedded ("handcrafted") here.
+
+    Tiling and embedding run in this process (no Ray): 2048² px slides at 0.5 µm/px,
+    128 px tiles at 1 µm/px, about twenty feature rows per slide. Returns the
+    project folder and its manifest (label ``tumour``/``normal``).
+    """
+    from embedders import embed_cohort
+    from slideflow_core.synthetic import SyntheticSlideSpec
+    from slideflow_core.synthetic.cohort import write_tumour_cohort
+    from tiling import TilingConfig, tile_cohort
+
+    spec = SyntheticSlideSpec(
+        width_px=2048, height_px=2048, mpp=0.5, n_pen_marks=0, n_blur_regions=0,
+        associated_images=False, tumour_radius_um=(150.0, 250.0),
+    )  # fmt: skip
+    cohort = write_tumour_cohort(root / "cohort", n_slides, spec=spec, seed=seed)
+    project = root / "project"
+    config = TilingConfig(mpp=1.0, tile_px=128)
+    assert tile_cohort(cohort.manifest, project, config, progress=False, executor="local").ok
+    assert embed_cohort(project, "handcrafted", progress=False, executor="local").ok
+    return project, cohort.manifest
