@@ -150,7 +150,8 @@ def check_finite(
     FeatureValueError
         Naming the model, its weights, the first bad tile, and the fix.
     """
-    stored = values.astype(config.dtype, copy=False)
+    with np.errstate(over="ignore"):  # an overflow is reported below, with its fix
+        stored = values.astype(config.dtype, copy=False)
     bad = ~np.isfinite(stored).all(axis=1)
     if not bad.any():
         return values

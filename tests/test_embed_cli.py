@@ -38,3 +38,21 @@ def test_sfc_embed_help_lists_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--model", "--weights", "--batch-size", "--device", "--tiles", "--export-h5"):
         assert option in text
+    assert "(default: float16)" in text
+
+
+def test_an_unknown_model_is_named_with_close_names_and_the_timm_form(tmp_path, capsys):
+    (tmp_path / "project" / "stores").mkdir(parents=True)
+    assert main(["embed", str(tmp_path / "project"), "--model", "handcraftd"]) == 1
+    err = capsys.readouterr().err
+    assert "error: unknown embedder 'handcraftd'" in err and "handcrafted" in err
+    assert "timm:<name>" in err and "Traceback" not in err
+
+
+def test_a_missing_project_or_a_bad_setting_is_one_error_line(tmp_path, capsys):
+    assert main(["embed", str(tmp_path / "nowhere"), "--model", "handcrafted"]) == 1
+    err = capsys.readouterr().err
+    assert "error: project folder not found" in err and "sfc tile" in err
+    assert not (tmp_path / "nowhere").exists()
+    assert main(["embed", str(tmp_path), "--model", "handcrafted", "--batch-size", "0"]) == 1
+    assert "batch_size must be a positive integer" in capsys.readouterr().err
