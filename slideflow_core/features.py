@@ -33,8 +33,10 @@ import zarr
 
 from slideflow_core.store import (
     StoreError,
+    default_codecs,
     part_key,
     read_store_attrs,
+    reading_part,
     use_fast_codecs,
     write_part,
 )
@@ -67,6 +69,7 @@ class FeatureWriter:
             shape=(n, dim),
             dtype=dtype,
             chunks=(_rows_per_chunk(dim, np.dtype(dtype).itemsize, n), dim),
+            compressors=default_codecs(),
             dimension_names=("tile", "feature"),
         )
         self._written = np.zeros(n, dtype=bool)
@@ -139,8 +142,9 @@ def write_features(
     record = {**info, "n": n, "dim": int(dim), "dtype": dtype, "coordinate_space": "level0_px"}
     with write_part(store, features_part(model_id), record) as group:
         chunk = (_rows_per_chunk(2, 8, n),)
-        group.create_array("tile_index", data=tile_index, chunks=chunk)
-        group.create_array("coords", data=coords, chunks=(chunk[0], 2))
+        codecs = default_codecs()
+        group.create_array("tile_index", data=tile_index, chunks=chunk, compressors=codecs)
+        group.create_array("coords", data=coords, chunks=(chunk[0], 2), compressors=codecs)
         group.attrs.update(record)
         writer = FeatureWriter(group, n, int(dim), dtype)
         yield writer
@@ -215,20 +219,25 @@ def read_features(
     ------
     StoreError
         If the part is missing or incomplete.
+    StoreCorruptError
+        If a file of the part is missing, truncated or changed (it names the file).
     """
     use_fast_codecs()
     store = Path(store)
     info = feature_info(store, model_id)
-    group = zarr.open_group(str(store / FEATURES / model_id), mode="r")
     select = slice(None) if rows is None else rows
-    features = np.asarray(group["features"].oindex[select], dtype=np.float32)
+    with reading_part(store, features_part(model_id), info):
+        group = zarr.open_group(str(store / FEATURES / model_id), mode="r")
+        features = np.asarray(group["features"].oindex[select], dtype=np.float32)
+        coords = np.asarray(group["coords"].oindex[select])
+        tile_index = np.asarray(group["tile_index"].oindex[select])
     attrs = read_store_attrs(store)
     return FeatureBag(
         slide_id=str(attrs.get("slide_id", store.stem)),
         model_id=model_id,
         features=features,
-        coords=np.asarray(group["coords"].oindex[select]),
-        tile_index=np.asarray(group["tile_index"].oindex[select]),
+        coords=coords,
+        tile_index=tile_index,
         info=info,
     )
 
@@ -269,17 +278,21 @@ def write_attention(
     """
     use_fast_codecs()
     store = Path(store)
-    feature_info(store, model_id)
-    source = zarr.open_group(str(store / FEATURES / model_id), mode="r")
+    features = feature_info(store, model_id)
+    with reading_part(store, features_part(model_id), features):
+        source = zarr.open_group(str(store / FEATURES / model_id), mode="r")
+        tile_index = np.asarray(source["tile_index"][:])
+        coords = np.asarray(source["coords"][:])
     scores = np.asarray(scores, dtype=np.float32)
-    n = source["tile_index"].shape[0]
+    n = len(tile_index)
     if scores.shape[0] != n:
         raise ValueError(f"{len(scores)} scores for {n} feature rows of {model_id} in {store}")
     record = {**info, "model_id": model_id, "n": n, "coordinate_space": "level0_px"}
+    codecs = default_codecs()
     with write_part(store, attention_part(run), record) as group:
-        group.create_array("scores", data=scores)
-        group.create_array("tile_index", data=source["tile_index"][:])
-        group.create_array("coords", data=source["coords"][:])
+        group.create_array("scores", data=scores, compressors=codecs)
+        group.create_array("tile_index", data=tile_index, compressors=codecs)
+        group.create_array("coords", data=coords, compressors=codecs)
         group.attrs.update(record)
 
 
@@ -301,15 +314,16 @@ def read_attention(store: str | os.PathLike[str], run: str) -> AttentionMap:
     ------
     StoreError
         If the part is missing or incomplete.
+    StoreCorruptError
+        If a file of the part is missing, truncated or changed (it names the file).
     """
     use_fast_codecs()
     store = Path(store)
-    info = _complete_part(store, attention_part(run), "run the MIL experiment first")
-    group = zarr.open_group(str(store / ATTENTION / run), mode="r")
-    return AttentionMap(
-        run=run,
-        scores=np.asarray(group["scores"][:]),
-        coords=np.asarray(group["coords"][:]),
-        tile_index=np.asarray(group["tile_index"][:]),
-        info=info,
-    )
+    part = attention_part(run)
+    info = _complete_part(store, part, "run the MIL experiment first")
+    with reading_part(store, part, info):
+        group = zarr.open_group(str(store / ATTENTION / run), mode="r")
+        scores = np.asarray(group["scores"][:])
+        coords = np.asarray(group["coords"][:])
+        tile_index = np.asarray(group["tile_index"][:])
+    return AttentionMap(run=run, scores=scores, coords=coords, tile_index=tile_index, info=info)

@@ -1,0 +1,161 @@
+"""What a store part wrote: its files, their sizes and checksums.
+
+A part records this manifest in its completion marker when it commits, so a
+reader can tell a hole (a deleted or truncated chunk) from data: Zarr would
+otherwise serve a missing chunk as fill values. The cheap check (presence and
+sizes) is one ``stat`` per file; the deep check streams every file through a
+checksum (CRC32C, the checksum Zarr uses for shard indexes, when
+``google_crc32c`` is installed, else zlib's CRC32; the manifest names which).
+
+A manifest is plain JSON::
+
+    {"algorithm": "crc32c", "files": {"tiles/c/0/0/0/0": [1234, "1a2b3c4d"], ...}}
+
+with paths relative to the store root, in POSIX form.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_BLOCK_BYTES = 1 << 20
+
+
+def _crc32c() -> Callable[[int, bytes], int] | None:
+    try:
+        import google_crc32c
+    except ImportError:
+        return None
+    return google_crc32c.extend
+
+
+_CRC32C = _crc32c()
+#: The checksum new manifests use.
+ALGORITHM = "crc32c" if _CRC32C is not None else "crc32"
+
+
+def _extender(algorithm: str) -> Callable[[int, bytes], int]:
+    if algorithm == "crc32c" and _CRC32C is not None:
+        return _CRC32C
+    if algorithm == "crc32":
+        return lambda crc, data: zlib.crc32(data, crc)
+    raise ValueError(f"checksum {algorithm!r} is not available here (install google-crc32c)")
+
+
+def file_checksum(path: str | os.PathLike[str], algorithm: str = ALGORITHM) -> str:
+    """The checksum of one file as 8 hex digits, read in 1 MiB blocks."""
+    extend, crc = _extender(algorithm), 0
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK_BYTES):
+            crc = extend(crc, block)
+    return f"{crc:08x}"
+
+
+def _files_under(root: Path, entry: str) -> Iterable[Path]:
+    path = root / entry
+    if path.is_file():
+        yield path
+    elif path.is_dir():
+        for folder, _, names in os.walk(path):
+            for name in names:
+                yield Path(folder) / name
+
+
+def build_manifest(root: str | os.PathLike[str], entries: Iterable[str]) -> dict[str, Any]:
+    """The manifest of every file under ``entries`` (files or folders relative to ``root``).
+
+    Entries that do not exist are skipped (an array whose chunks all equal the
+    fill value has no chunk files).
+    """
+    root = Path(root)
+    files: dict[str, list[Any]] = {}
+    for entry in entries:
+        for path in _files_under(root, entry):
+            key = path.relative_to(root).as_posix()
+            files[key] = [path.stat().st_size, file_checksum(path)]
+    return {"algorithm": ALGORITHM, "files": dict(sorted(files.items()))}
+
+
+@dataclass(frozen=True)
+class FileProblems:
+    """Files of a manifest that are not as recorded (paths relative to the store).
+
+    Attributes
+    ----------
+    missing
+        Listed files that are gone.
+    wrong_size
+        Files whose size differs from the recorded one (truncated or extended).
+    wrong_checksum
+        Files of the right size whose content changed (deep check only).
+    checked
+        How many files were checked.
+    """
+
+    missing: tuple[str, ...] = ()
+    wrong_size: tuple[str, ...] = ()
+    wrong_checksum: tuple[str, ...] = ()
+    checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Every checked file is as recorded."""
+        return not (self.missing or self.wrong_size or self.wrong_checksum)
+
+    def first(self) -> tuple[str, str] | None:
+        """``(path, what is wrong)`` of the first problem, or ``None``."""
+        for paths, what in (
+            (self.missing, "missing"),
+            (self.wrong_size, "of the wrong size (truncated?)"),
+            (self.wrong_checksum, "changed since it was written (checksum mismatch)"),
+        ):
+            if paths:
+                return paths[0], what
+        return None
+
+
+def check_manifest(
+    root: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    *,
+    deep: bool = False,
+    keys: Iterable[str] | None = None,
+) -> FileProblems:
+    """Compare the files under ``root`` with ``manifest``.
+
+    Parameters
+    ----------
+    root
+        The store.
+    manifest
+        As made by :func:`build_manifest`.
+    deep
+        Also recompute every checksum (reads every byte); else presence and sizes only.
+    keys
+        Check only these files (those a read touches); keys the manifest does
+        not list are ignored (chunks equal to the fill value are never written).
+    """
+    root = Path(root)
+    files: dict[str, list[Any]] = manifest.get("files", {})
+    wanted = files if keys is None else [k for k in keys if k in files]
+    algorithm = manifest.get("algorithm", ALGORITHM)
+    if deep:
+        _extender(algorithm)  # an unavailable checksum fails before any file is read
+    missing, wrong_size, wrong_checksum = [], [], []
+    for key in wanted:
+        size, crc = files[key]
+        try:
+            actual = (root / key).stat().st_size
+        except FileNotFoundError:
+            missing.append(key)
+            continue
+        if actual != size:
+            wrong_size.append(key)
+        elif deep and file_checksum(root / key, algorithm) != crc:
+            wrong_checksum.append(key)
+    return FileProblems(tuple(missing), tuple(wrong_size), tuple(wrong_checksum), len(wanted))
