@@ -12,7 +12,9 @@ Layout (Zarr v3, one store per slide)::
 
 Pixels are written one whole shard at a time (a shard is rewritten on every
 partial write), and parallel bands are shard-aligned so no two tasks ever
-write the same file.
+write the same file. Every chunk (every tile) carries a CRC32C, and the part's
+marker lists every file with its size and checksum, so a damaged store is
+refused rather than read as white tiles.
 """
 
 from __future__ import annotations
@@ -24,17 +26,26 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from slideflow_core.store import commit_store, mark_part, start_store, use_fast_codecs
+from slideflow_core.store import (
+    checksummed,
+    commit_store,
+    default_codecs,
+    mark_part,
+    start_store,
+    use_fast_codecs,
+)
 
 PART = "tiling"
+#: What the tiling part writes at the store's root (its manifest covers these).
+ARRAYS = ("coords", "tiles", "qc", "tissue_mask")
 
 
-def _compressors(name: str) -> Any:
+def _compressors(name: str) -> tuple[Any, ...]:
     if name == "zstd":
-        return (ZstdCodec(level=1),)
+        return checksummed(ZstdCodec(level=1))
     if name == "lz4":
-        return (BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),)
-    return None
+        return checksummed(BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"))
+    return checksummed()
 
 
 def create_tile_store(
@@ -55,16 +66,29 @@ def create_tile_store(
     group = zarr.open_group(str(partial), mode="r+")
     n = len(coords)
     chunk = max(1, min(shard_tiles, n))
-    group.create_array("coords", data=np.asarray(coords, np.int64), chunks=(chunk, 2))
+    codecs = default_codecs()
+    group.create_array(
+        "coords", data=np.asarray(coords, np.int64), chunks=(chunk, 2), compressors=codecs
+    )
     qc = group.require_group("qc")
     qc.create_array(
         "mask_tissue_fraction",
         data=np.asarray(mask_tissue_fraction, np.float32),
         chunks=(chunk,),
+        compressors=codecs,
     )
     for column in qc_columns:
-        qc.create_array(column, shape=(n,), dtype="float32", chunks=(chunk,), fill_value=np.nan)
-    qc.create_array("keep", shape=(n,), dtype="bool", chunks=(chunk,), fill_value=False)
+        qc.create_array(
+            column,
+            shape=(n,),
+            dtype="float32",
+            chunks=(chunk,),
+            fill_value=np.nan,
+            compressors=codecs,
+        )
+    qc.create_array(
+        "keep", shape=(n,), dtype="bool", chunks=(chunk,), fill_value=False, compressors=codecs
+    )
     if store_pixels:
         group.create_array(
             "tiles",
@@ -81,6 +105,7 @@ def create_tile_store(
             "tissue_mask",
             data=np.asarray(tissue_mask, np.uint8),
             chunks=tissue_mask.shape or (1,),
+            compressors=codecs,
         )
     return partial
 
@@ -150,6 +175,6 @@ class BandWriter:
 
 
 def finish_tile_store(partial: str | Path, final: str | Path, info: dict[str, Any]) -> Path:
-    """Record the tiling part as complete and atomically commit the store."""
-    mark_part(partial, PART, info)
+    """Record the tiling part as complete, with the manifest of its files, and commit the store."""
+    mark_part(partial, PART, info, files=ARRAYS)
     return commit_store(partial, final)

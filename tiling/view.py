@@ -14,7 +14,14 @@ import pandas as pd
 import zarr
 
 from slideflow_core.slides import Slide, open_slide
-from slideflow_core.store import StoreError, read_store_attrs, use_fast_codecs
+from slideflow_core.store import (
+    StoreError,
+    chunk_keys,
+    read_store_attrs,
+    reading_part,
+    require_intact,
+    use_fast_codecs,
+)
 from tiling.reader import TileReader
 from tiling.stain import create_normalizer
 from tiling.store import PART
@@ -53,7 +60,21 @@ class TileStore:
     @property
     def coords(self) -> np.ndarray:
         """``(N, 2)`` level-0 top-left tile coordinates."""
-        return np.asarray(self.group["coords"][:])
+        return self._read("coords")
+
+    def _read(self, path: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """``rows`` of the part's array at ``path``, refusing missing or damaged chunks.
+
+        Raises
+        ------
+        StoreCorruptError
+            If a chunk the read needs is missing, truncated or changed.
+        """
+        with reading_part(self.path, PART, self.info, keys=[f"{path}/zarr.json"]):
+            array = zarr.open_array(str(self.path / path), mode="r")
+        rows = slice(None) if rows is None else rows
+        with reading_part(self.path, PART, self.info, keys=chunk_keys(array, path, rows)):
+            return _read_rows(array, rows)
 
     @property
     def has_pixels(self) -> bool:
@@ -65,11 +86,12 @@ class TileStore:
 
     def qc(self) -> pd.DataFrame:
         """One row per tile: ``x``, ``y`` and every QC column, including ``keep``."""
-        group = self.group["qc"]
+        with reading_part(self.path, PART, self.info):
+            names = sorted(self.group["qc"].array_keys())
         coords = self.coords
         frame = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1]})
-        for name in sorted(group.array_keys()):
-            frame[name] = np.asarray(group[name][:])
+        for name in names:
+            frame[name] = self._read(f"qc/{name}")
         return frame
 
     def open_slide(self) -> Slide:
@@ -87,10 +109,15 @@ class TileStore:
         stain
             A fitted stain normaliser applied at load time. Coordinates-only
             stores apply the normaliser recorded at tiling time by default.
+
+        Raises
+        ------
+        StoreCorruptError
+            If a shard holding a requested tile is missing, truncated or changed.
         """
         selection = indices if isinstance(indices, slice) else np.asarray(list(indices), np.int64)
         if self.has_pixels:
-            tiles = _read_rows(self.group["tiles"], selection)
+            tiles = self._read("tiles", selection)
         else:
             tiles = self._read_from_slide(self.coords[selection])
             if stain is None and self.info.get("stain"):
@@ -113,11 +140,12 @@ class TileStore:
         return out
 
     def dask(self) -> da.Array:
-        """``(N, H, W, 3)`` uint8 Dask array of the tiles (lazy; one chunk per shard)."""
+        """``(N, H, W, 3)`` uint8 Dask array of the tiles (lazy; one chunk per shard).
+
+        Blocks are read with :meth:`read_tiles`, so a damaged shard raises
+        :class:`~slideflow_core.store.StoreCorruptError` when computed.
+        """
         n, px = len(self), int(self.info["tile_px"])
-        if self.has_pixels:
-            array = zarr.open_array(str(self.path / "tiles"), mode="r")
-            return da.from_zarr(array, chunks=(array.shards or array.chunks))
         chunk = int(self.info["config"]["shard_tiles"])
         starts = list(range(0, n, chunk))
         blocks = [
@@ -158,12 +186,17 @@ def open_store(path: str | os.PathLike[str]) -> TileStore:
     ------
     StoreError
         If there is no store, it is incomplete, or it has no tiling part.
+    StoreCorruptError
+        If a file the tiling part wrote is missing or of the wrong size (one
+        ``stat`` per file), or the root metadata is unreadable.
     """
     use_fast_codecs()
     path = Path(path)
     attrs = read_store_attrs(path)
-    if not attrs.get("parts", {}).get(PART, {}).get("complete"):
+    info = attrs.get("parts", {}).get(PART, {})
+    if not info.get("complete"):
         raise StoreError(f"{path} has no complete tiling part", hint="run tiling on this slide")
+    require_intact(path, PART, info)
     return TileStore(path, attrs)
 
 
