@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from slideflow_core.cli import add_command, add_ray_options
+from slideflow_core.cli import add_command, add_ray_options, existing_folder
 
 
 def register_embed(subparsers: argparse._SubParsersAction) -> None:
@@ -56,13 +56,8 @@ def _run_embed(args: argparse.Namespace) -> int:
     from embedders.config import EmbedConfig
     from embedders.h5 import export_features
     from embedders.stage import embed_cohort
-    from slideflow_core.stages import StageError
 
-    project = Path(args.project)
-    if not project.is_dir():
-        raise StageError(
-            f"project folder not found: {args.project}", hint="tile a cohort into it (sfc tile)"
-        )
+    project = existing_folder(args.project, "project folder", hint="tile a cohort into it first")
     config = EmbedConfig(
         model=args.model,
         weights=args.weights,

@@ -45,7 +45,7 @@ def test_a_factory_model_needs_a_part_name():
 
 def test_segment_config_round_trips_and_names_its_part():
     config = SegmentConfig(segmenter="hovernet-head", weights="head.safetensors", target_mpp=0.5)
-    assert SegmentConfig.from_dict(config.to_dict()) == config
+    assert SegmentConfig(**config.to_dict()) == config
     stage = create_stage("segment", config.to_dict())
     assert isinstance(stage, SegmentStage) and stage.part() == "cells/hovernet-head"
     assert create_stage("segment", {"name": "run1"}).part() == "cells/run1"

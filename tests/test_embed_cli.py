@@ -52,7 +52,7 @@ def test_an_unknown_model_is_named_with_close_names_and_the_timm_form(tmp_path, 
 def test_a_missing_project_or_a_bad_setting_is_one_error_line(tmp_path, capsys):
     assert main(["embed", str(tmp_path / "nowhere"), "--model", "handcrafted"]) == 1
     err = capsys.readouterr().err
-    assert "error: project folder not found" in err and "sfc tile" in err
+    assert "error: project folder not found" in err and "tile a cohort" in err
     assert not (tmp_path / "nowhere").exists()
     assert main(["embed", str(tmp_path), "--model", "handcrafted", "--batch-size", "0"]) == 1
     assert "batch_size must be a positive integer" in capsys.readouterr().err

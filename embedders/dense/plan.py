@@ -130,25 +130,8 @@ class SegmentConfig:
         return {key: getattr(self, key) for key in GRID_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (a YAML section)."""
+        """Plain data (a YAML section; ``SegmentConfig(**data)`` reads it back)."""
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SegmentConfig:
-        """Build from plain data (:meth:`to_dict` output or a YAML section).
-
-        Raises
-        ------
-        SegmentConfigError
-            For unknown keys or invalid values.
-        """
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise SegmentConfigError(
-                f"segment: unknown settings {unknown}",
-                hint=f"known settings: {sorted(cls.__dataclass_fields__)}",
-            )
-        return cls(**data)
 
 
 def table_name(segmenter_name: str, name: str | None) -> str:
