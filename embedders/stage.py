@@ -58,11 +58,17 @@ class EmbedStage(StageDefaults):
 
     @property
     def feature_name(self) -> str:
-        """The part's name: ``config.name``, or the model name made safe."""
+        """The part's name: ``config.name``, or the model name (with a pooling override) made safe.
+
+        Known from the config alone, so the driver knows which part a slide needs
+        before any model is built (``uni``, ``virchow2.cls``, ``timm_vit_small_patch16_224``).
+        """
         if self.config.name:
             return self.config.name
-        assert isinstance(self.config.model, str)  # EmbedConfig makes a factory name its part
-        return feature_name(self.config.model)
+        model = self.config.model
+        assert isinstance(model, str)  # EmbedConfig requires a name with a factory
+        pooling = self.config.model_options.get("pooling")
+        return feature_name(f"{model}.{pooling.replace('+', '-')}" if pooling else model)
 
     def part(self) -> str:
         """``features/<name>``."""

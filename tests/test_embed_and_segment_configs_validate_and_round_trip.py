@@ -16,6 +16,8 @@ def test_embed_config_round_trips_and_names_its_part():
     assert isinstance(stage, EmbedStage) and stage.config == config
     assert stage.part() == "features/timm_vit_small_patch16_224"
     assert create_stage("embed", {"model": "uni", "name": "uni-v1"}).part() == "features/uni-v1"
+    pooled = {"model": "virchow2", "model_options": {"pooling": "cls+mean"}}
+    assert create_stage("embed", pooled).part() == "features/virchow2.cls-mean"
     assert (EmbedStage.name, EmbedStage.executor, EmbedStage.order) == ("embed", "actors", 20)
 
 
