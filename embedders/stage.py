@@ -106,11 +106,12 @@ class EmbedStage(StageDefaults):
         )
 
     def actors(self, resources: Mapping[str, float], n_slides: int) -> ActorPlan:
-        """One actor per GPU; else ``num_actors`` (default :data:`DEFAULT_CPU_ACTORS`) CPU
-        actors sharing the cores, each with torch threads = its share.
+        """The actors to start: one per GPU, else CPU actors sharing the cores.
 
-        GPUs are used when present and ``device`` is ``"auto"`` or ``"cuda"``. The
-        number of slides caps the count: an idle actor would only hold memory.
+        GPUs are used when present and ``device`` is ``"auto"`` or ``"cuda"``.
+        Otherwise ``num_actors`` (default :data:`DEFAULT_CPU_ACTORS`) CPU actors
+        split the cores, torch in each using its share as threads. The number of
+        slides caps the count: an idle actor would only hold memory.
 
         Raises
         ------
