@@ -14,9 +14,9 @@ def register_embed(subparsers: argparse._SubParsersAction) -> None:
         subparsers,
         "embed",
         help="embed a tiled project's tiles into features/<name> (Ray actors)",
-        description="Embed the tiles of every store in PROJECT/stores with one model, "
-        "writing features/<name> into each store. Resumable: slides whose features "
-        "were made the same way are skipped; failed slides are reported and the rest go on.",
+        description="Embed the tiles of every store in PROJECT/stores with one model, writing\n"
+        "features/<name> into each store. Resumable: slides whose features were made the\n"
+        "same way are skipped; failed slides are reported and the rest go on.",
     )
     parser.add_argument("project", help="project folder (from `sfc tile`)")
     parser.add_argument(

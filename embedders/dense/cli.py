@@ -39,8 +39,8 @@ def register_segment(subparsers: argparse._SubParsersAction) -> None:
         subparsers,
         "segment",
         help="segment nuclei into per-slide cell tables (polygons + measurements)",
-        description="Segment every nucleus of a project's slide stores (on Ray, into each "
-        "store's cells/<name> part) or of one slide store or slide file (in this process). "
+        description="Segment every nucleus of a project's slide stores (on Ray, into each\n"
+        "store's cells/<name> part) or of one slide store or slide file (in this process).\n"
         "Resumable per band of tiles; complete tables made the same way are skipped.",
     )
     parser.add_argument(
@@ -51,7 +51,7 @@ def register_segment(subparsers: argparse._SubParsersAction) -> None:
         default="classical",
         choices=_SegmenterNames(),
         metavar="NAME",
-        help="registered segmenter (see --list)",
+        help="registered segmenter: %(choices)s (see --list for what each needs)",
     )
     parser.add_argument("--weights", help="weights file of a learned segmenter")
     parser.add_argument(
