@@ -180,7 +180,7 @@ def _run_cohort_from_folder(args: argparse.Namespace) -> int:
     from slideflow_core.cohort import Cohort
 
     cohort = Cohort.from_folder(existing_folder(args.folder, "slide folder"))
-    cohort.write(output_file(args.out, "manifest"))
+    cohort.write(args.out)
     print(f"wrote {len(cohort)} slides to {args.out}")
     return 0
 

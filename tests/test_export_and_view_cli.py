@@ -106,6 +106,11 @@ def test_one_store_to_a_folder_writes_its_file_inside(tmp_path, capsys):
     assert str(out / "S1.geojson.gz") in capsys.readouterr().out
     assert main(["export", str(store), "--what", "tiles"]) == 1
     assert "--out is needed" in capsys.readouterr().err
+    assert (
+        main(["export", str(store), "--what", "tiles", "--out", str(out / "new" / "S1.ndjson")])
+        == 0
+    )
+    assert (out / "new" / "S1.ndjson").is_file()  # a file's missing folders are made
 
 
 def test_old_simplify_spelling_still_works(tmp_path, capsys):

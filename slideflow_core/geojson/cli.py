@@ -16,7 +16,6 @@ from slideflow_core.cli import (
     DeprecatedAlias,
     add_command,
     add_ray_options,
-    output_file,
 )
 from slideflow_core.geojson.export import LAYERS, is_geojson_name
 
@@ -116,12 +115,9 @@ def _export_store(args: argparse.Namespace, store: Path, run: str | None) -> int
             "--out is needed to export one store",
             hint="give a file (--out S1.geojson.gz) or a folder (--out exports/)",
         )
-    if is_geojson_name(args.out):
-        out = output_file(args.out, "GeoJSON")
-    else:
-        folder = Path(args.out)
-        folder.mkdir(parents=True, exist_ok=True)
-        out = folder / f"{store.name.removesuffix('.zarr')}.geojson{'.gz' if args.gzip else ''}"
+    out = Path(args.out)
+    if not is_geojson_name(out):
+        out = out / f"{store.name.removesuffix('.zarr')}.geojson{'.gz' if args.gzip else ''}"
     options = ExportOptions(
         what=tuple(args.what or ["all"]),
         run=run,
@@ -136,9 +132,7 @@ def _export_store(args: argparse.Namespace, store: Path, run: str | None) -> int
     if args.heatmap:
         from slideflow_core.viewer.heatmap import write_heatmap
 
-        png = write_heatmap(
-            store, output_file(args.heatmap, "heatmap"), run=run, column=args.column
-        )
+        png = write_heatmap(store, args.heatmap, run=run, column=args.column)
         print(f"heatmap: {png}")
     return 0
 
