@@ -6,6 +6,7 @@ shards of 32) and deletes, truncates or flips one file.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -92,9 +93,7 @@ def test_a_clean_store_records_every_file_it_wrote(clean):
 
 
 @pytest.mark.parametrize("damage", [_delete, _truncate], ids=["deleted", "truncated"])
-def test_a_missing_or_truncated_shard_is_refused_found_and_redone(
-    damage, project, clean, manifest
-):
+def test_a_missing_or_truncated_shard_is_refused_found_and_redone(damage, project, clean, manifest):
     store = _store(project)
     damage(store / SHARD)
     with pytest.raises(StoreCorruptError) as raised:
@@ -118,7 +117,7 @@ def test_a_flipped_bit_fails_the_read_and_deep_verify_and_repair_redoes_it(
     store = _store(project)
     _flip(store / SHARD)
     tiles = open_store(store)  # sizes are right: the cheap check passes
-    tiles.read_tiles(range(0, 32))  # other shards still read
+    tiles.read_tiles(range(32))  # other shards still read
     with pytest.raises(StoreCorruptError) as raised:
         tiles.read_tiles(range(64, 96))
     assert raised.value.chunk == SHARD and raised.value.part == "tiling"
@@ -151,17 +150,15 @@ def test_every_array_of_the_part_is_checked(key, read, project):
         read(open_store(store))
     assert raised.value.chunk == key
     _truncate(store / key)
-    with pytest.raises(StoreCorruptError, match=key):
+    with pytest.raises(StoreCorruptError, match=re.escape(key)):
         open_store(store)
 
 
-def test_a_damaged_root_zarr_json_names_the_file_and_overwrite_recovers(
-    project, clean, manifest
-):
+def test_a_damaged_root_zarr_json_names_the_file_and_overwrite_recovers(project, clean, manifest):
     store = _store(project)
     root = store / "zarr.json"
     root.write_bytes(root.read_bytes()[:40])
-    with pytest.raises(StoreCorruptError, match="zarr.json is damaged") as raised:
+    with pytest.raises(StoreCorruptError, match=r"zarr\.json is damaged") as raised:
         read_store_attrs(store)
     assert raised.value.chunk == "zarr.json" and str(root) in str(raised.value)
     with pytest.raises(StoreCorruptError):
@@ -174,12 +171,10 @@ def test_a_damaged_root_zarr_json_names_the_file_and_overwrite_recovers(
     _assert_same_as_clean(project, clean)
 
 
-def test_a_root_zarr_json_of_binary_garbage_is_redone_without_overwrite(
-    project, clean, manifest
-):
+def test_a_root_zarr_json_of_binary_garbage_is_redone_without_overwrite(project, clean, manifest):
     store = _store(project)
     (store / "zarr.json").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(StoreCorruptError, match="zarr.json"):
+    with pytest.raises(StoreCorruptError, match=r"zarr\.json"):
         read_store_attrs(store)
     assert _tile(manifest, project).status == "done"
     _assert_same_as_clean(project, clean)
