@@ -183,14 +183,15 @@ def _command_name(argv: Sequence[str]) -> str | None:
 def _print_error(exc: Exception, command: str) -> None:
     """``error:`` with the message (and its details), then ``hint:`` with the fix."""
     fallback = f"see sfc {command} --help; -v shows where the error was raised"
+    details: list[str] = []
     if isinstance(exc, SlideflowError):
         message, details, hint = exc.message, exc.details(), exc.hint
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        message, hint = f"{exc.strerror or type(exc).__name__}: {exc.filename}", None
     else:
-        named = isinstance(exc, OSError) and exc.filename is not None
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        message = f"{reason}: {exc.filename}" if named else str(exc) or type(exc).__name__
-        details = []
-        hint = _see_path() if isinstance(exc, (FileNotFoundError, NotADirectoryError)) else None
+        message, hint = str(exc) or type(exc).__name__, None
+    if hint is None and isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        hint = _see_path()
     print(f"error: {message}", file=sys.stderr)
     for line in details:
         print(f"  - {line}", file=sys.stderr)
