@@ -57,27 +57,16 @@ def register_segment(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--target-mpp", type=float, help="µm/px to segment at (default: the segmenter's own)"
     )
-    parser.add_argument(
-        "--seg-mpp",
-        dest="target_mpp",
-        type=float,
-        action=DeprecatedAlias,
-        new="--target-mpp",
-        help=argparse.SUPPRESS,
-    )
     parser.add_argument("--out", help="cell table (.parquet) to write for a slide file")
     parser.add_argument("--name", help="run name (part cells/<name>; default: the segmenter)")
     parser.add_argument(
         "--slide-mpp", type=float, help="level-0 µm/px of an uncalibrated slide file"
     )
-    parser.add_argument(
-        "--mpp",
-        dest="slide_mpp",
-        type=float,
-        action=DeprecatedAlias,
-        new="--slide-mpp",
-        help=argparse.SUPPRESS,
-    )
+    for old, new in (("--seg-mpp", "--target-mpp"), ("--mpp", "--slide-mpp")):
+        dest = new.removeprefix("--").replace("-", "_")
+        parser.add_argument(
+            old, dest=dest, type=float, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS
+        )
     parser.add_argument("--tile-px", type=int, default=1024, help="core tile side, in pixels")
     parser.add_argument(
         "--overlap-px", type=int, default=64, help="pixels read around each core tile"
