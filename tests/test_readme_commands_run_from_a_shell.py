@@ -38,6 +38,9 @@ AS_WRITTEN = "="
 
 #: README command (as the README writes it) -> the command run in the prepared folder.
 #: Add a README command here when you add it there; say why when it is not run as written.
+#: The prepared project has features ``handcrafted``, a ``label`` column (tumour/normal)
+#: and the MIL run ``abmil`` (from MIL_RUN); a README command that needs another file
+#: (a YAML block of the README) gets it written in ``prepared``, as pipeline.yaml is.
 COMMANDS: dict[str, str] = {
     "sfc info slide.svs": AS_WRITTEN,
     "sfc info slide.svs --thumbnail thumb.png": AS_WRITTEN,
