@@ -190,7 +190,7 @@ def _worker(kind: str, slide: str, out: str) -> dict[str, Any]:
     if kind == "ours":
         result = segment_slide(slide, segmenter, config=config, out=out, overwrite=True)
         return {
-            "cells": result.n_cells,
+            "cells": result.details["n_cells"],
             "tiles": result.n_tiles,
             "seconds": time.perf_counter() - started,
             "rss_mb": peak_rss_mb(),

@@ -140,7 +140,7 @@ class Sampler:
         while not self._stop.wait(0.2):
             for proc in psutil.process_iter(["cmdline", "memory_info"]):
                 title = " ".join(proc.info["cmdline"] or [])
-                if "EmbedderActor" in title and proc.info["memory_info"] is not None:
+                if "StageWorker" in title and proc.info["memory_info"] is not None:
                     rss = proc.info["memory_info"].rss / 2**20
                     self.actor_rss_mb = max(self.actor_rss_mb, rss)
             self.gpu.extend(_gpu_utilisation())
@@ -282,10 +282,10 @@ def run_ours(args: argparse.Namespace) -> list[dict[str, Any]]:
     steady = report.seconds - report.startup_seconds
     return [
         {
-            "method": f"ours: {report.actors}",
-            "tiles": report.tiles_embedded,
+            "method": f"ours: {report.info.get('executor')}",
+            "tiles": report.tiles_done,
             "batch": report.results[0].details.get("batch_size"),
-            "tiles/s": report.tiles_embedded / steady,
+            "tiles/s": report.tiles_done / steady,
             "start-up s": report.startup_seconds,
             "actor RSS MB": sampler.actor_rss_mb,
             "GPU util %": sampler.gpu_mean,

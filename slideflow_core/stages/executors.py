@@ -111,12 +111,12 @@ def run_local(
 
 # -- Ray tasks ------------------------------------------------------------------------------
 def _plan_task(stage: Stage, slide: SlideRef, resource: Any, overwrite: bool) -> Any:
-    """Plan a slide; a one-unit slide is also run and committed here (one task, no hops)."""
+    """Plan a slide; a slide of one unit (or none left) is also run and committed here."""
     planned = stage.plan(slide, resource, overwrite=overwrite)
-    if isinstance(planned, SlideOutcome) or len(planned.units) != 1:
+    if isinstance(planned, SlideOutcome) or len(planned.units) > 1:
         return planned
-    result = stage.run(planned, planned.units[0], resource, _ignore)
-    return stage.commit(planned, [result], resource)
+    results = [stage.run(planned, unit, resource, _ignore) for unit in planned.units]
+    return stage.commit(planned, results, resource)
 
 
 def _unit_task(stage: Stage, plan: Plan, unit: Unit, resource: Any) -> Any:
