@@ -148,12 +148,15 @@ def start_store(final: str | os.PathLike[str], attrs: dict[str, Any]) -> Path:
 
 
 @contextmanager
-def _marker_lock(store: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the store's advisory lock: one process at a time rewrites its markers.
+def _store_lock(store: str | os.PathLike[str], part: str | None = None) -> Iterator[None]:
+    """Hold an advisory lock of the store (its markers) or of one ``part`` (its writer).
 
-    The lock file sits beside the store (``.<name>.zarr.lock``, shared by the
-    partial store) so it survives :func:`commit_store` swapping the folder.
-    Stores at a URL are written by one process and are not locked.
+    Lock files sit beside the store (``.<name>.zarr.lock`` for the markers,
+    ``.<name>.zarr.<part>.lock`` for a part, ``/`` written ``~``), shared by the
+    partial store, so they survive :func:`commit_store` swapping the folder.
+    The marker lock waits (it is held for one rewrite of ``zarr.json``); a part
+    lock held by another process is a :class:`StoreError` at once (that part is
+    being written elsewhere). Stores at a URL are not locked.
     """
     raw = os.fspath(store)
     if is_uri(raw) or fcntl is None:
@@ -162,9 +165,17 @@ def _marker_lock(store: str | os.PathLike[str]) -> Iterator[None]:
     path = Path(raw)
     if not path.is_dir():
         raise StoreError(f"no slide store at {path}")
-    lock = path.parent / f".{path.name.removesuffix(PARTIAL_SUFFIX)}.lock"
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    name = path.name.removesuffix(PARTIAL_SUFFIX)
+    suffix = "" if part is None else "." + part.replace("/", "~")
+    with open(path.parent / f".{name}{suffix}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if part is None else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise StoreError(
+                f"another process is writing part {part!r} of {path}",
+                hint="two runs of one stage are working on this slide: let the other finish, "
+                "then rerun to pick up what is left",
+            ) from None
         try:
             yield
         finally:
@@ -201,7 +212,7 @@ def mark_part(
         marked again keeps the manifest it had (a new description, same files).
     """
     manifest = build_manifest(store, files) if files is not None else None
-    with _marker_lock(store):
+    with _store_lock(store):
         group = _open_root(store)
         parts = dict(group.attrs.get("parts", {}))
         record = {**info, "complete": True}
@@ -216,7 +227,7 @@ def mark_part(
 
 def unmark_part(store: str | os.PathLike[str], part: str) -> None:
     """Forget ``part`` in the root attributes (before it is rewritten)."""
-    with _marker_lock(store):
+    with _store_lock(store):
         group = _open_root(store)
         parts = dict(group.attrs.get("parts", {}))
         if parts.pop(part, None) is not None:
@@ -252,7 +263,8 @@ def write_part(
     Yields an empty Zarr group at ``<part>.partial`` inside the store. When the
     block finishes, the group is renamed to ``<part>`` and recorded complete with
     ``info`` (which should hold the ``identity`` used by :func:`part_state`) and
-    the manifest of every file under ``<part>`` (any file type). If
+    the manifest of every file under ``<part>`` (any file type). One process at
+    a time writes a part: a second writer gets a :class:`StoreError` at once. If
     the block raises, the partial group is removed and the part stays missing;
     a crash at any point leaves it missing or incomplete, never complete.
 
@@ -274,18 +286,19 @@ def write_part(
     parent = root
     for name in names[:-1]:
         parent = parent.require_group(name)
-    unmark_part(store, part)
     final = store.joinpath(*names)
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
-    _remove(partial)
-    group = zarr.open_group(str(partial), mode="w")
-    try:
-        yield group
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    commit_store(partial, final)
-    mark_part(store, part, info, files=(part,))
+    with _store_lock(store, part):
+        unmark_part(store, part)
+        _remove(partial)
+        group = zarr.open_group(str(partial), mode="w")
+        try:
+            yield group
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        commit_store(partial, final)
+        mark_part(store, part, info, files=(part,))
 
 
 def commit_store(partial: str | os.PathLike[str], final: str | os.PathLike[str]) -> Path:

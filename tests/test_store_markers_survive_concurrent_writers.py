@@ -1,10 +1,22 @@
-"""Two processes marking and unmarking parts of one store at once lose no marker."""
+"""Concurrent writers of one store: no marker is lost, and one part has one writer."""
 
 from __future__ import annotations
 
 import multiprocessing
 
-from slideflow_core.store import commit_store, mark_part, read_store_attrs, start_store, unmark_part
+import numpy as np
+import pytest
+
+from slideflow_core.store import (
+    StoreError,
+    commit_store,
+    mark_part,
+    part_state,
+    read_store_attrs,
+    start_store,
+    unmark_part,
+    write_part,
+)
 
 CALLS = 150
 
@@ -38,3 +50,20 @@ def test_two_processes_keep_every_marker(tmp_path):
     assert all(parts[name]["complete"] for name in expected)
     assert (tmp_path / ".s1.zarr.lock").is_file()  # beside the store, not inside it
     assert not (store / ".s1.zarr.lock").exists()
+
+
+def test_a_second_writer_of_one_part_is_refused_at_once_and_the_first_commits(tmp_path):
+    store = tmp_path / "s1.zarr"
+    commit_store(start_store(store, {"slide_id": "s1"}), store)
+    with write_part(store, "features/m", {"identity": {"run": 1}}) as group:
+        group.create_array("x", data=np.arange(3))
+        with (
+            pytest.raises(StoreError, match="another process is writing part 'features/m'"),
+            write_part(store, "features/m", {"identity": {"run": 2}}),
+        ):
+            pass
+        with write_part(store, "features/other", {"identity": {}}) as other:
+            other.create_array("x", data=np.arange(2))  # other parts are not held up
+    assert part_state(store, "features/m", {"run": 1}) == "complete"
+    assert part_state(store, "features/other", {}) == "complete"
+    assert (tmp_path / ".s1.zarr.features~m.lock").is_file()
