@@ -14,7 +14,8 @@ whose files are missing or truncated is ``"corrupt"`` to :func:`part_state` (so 
 rerun redoes it), and readers raise :class:`StoreCorruptError` naming the chunk
 instead of serving Zarr's fill values for the hole. Markers are updated under
 an advisory file lock (``.<slide_id>.zarr.lock`` beside the store), so
-concurrent writers of one store never lose each other's markers.
+concurrent writers of one store never lose each other's markers, and a part
+added with :func:`write_part` has one writer at a time.
 """
 
 from __future__ import annotations
