@@ -310,6 +310,11 @@ class Experiment:
         source = self._source(self.data, labelled=True)
         task = self.task = create_task(self.config.task, source.labels, **self.config.task_options)
         task.encode(source.labels)  # every label usable, before any training
+        if self._given_splits is None and self.config.splits == GIVEN:
+            raise MILError(
+                f"run {self.name} was made with ready-made folds, which its config cannot remake",
+                hint="pass splits=mil.Splits.load(<run>/splits.json) to Experiment",
+            )
         splits = self._given_splits or spec_from_dict(self.config.splits).make(
             source.ids,
             source.patients,

@@ -85,3 +85,26 @@ def test_python_api_refuses_the_same_way(tmp_path):
     with pytest.raises(MILError, match="already exists"):
         mil.Experiment(table, **options).run()
     mil.Experiment(table, **options, overwrite=True).run()
+
+
+def test_a_run_on_ready_made_folds_reloads_and_cannot_be_remade_from_its_config(
+    config_file, tmp_path
+):
+    table = mil.read_mil_csv(config_file.parent / "bags.csv")
+    ids = table.ids
+    folds = (
+        mil.Fold(name="a", train=ids[:8], val=(), test=ids[8:]),
+        mil.Fold(name="b", train=ids[8:], val=(), test=ids[:8]),
+    )
+    splits = mil.Splits(method="hand-made", params={}, folds=folds)
+    results = mil.Experiment(
+        table, project=tmp_path, model="mean", splits=splits, train=mil.TrainConfig(epochs=1),
+        name="given",
+    ).run()  # fmt: skip
+    loaded = mil.Experiment.load(results.run_dir)
+    assert loaded.config.splits == {"method": "given"} and loaded.splits == splits
+    record = yaml.safe_load((results.run_dir / "config.yaml").read_text())["experiment"]
+    again = mil.Experiment.from_config({**record, "name": "given-again"})
+    with pytest.raises(MILError, match="ready-made folds") as info:
+        again.run()
+    assert "Splits.load" in info.value.hint

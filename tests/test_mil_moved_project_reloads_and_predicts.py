@@ -8,6 +8,7 @@ import numpy as np
 from mil_fixtures import one_torch_thread, synthetic_project  # noqa: F401 (autouse)
 
 import mil
+from mil.stage import PredictConfig, PredictStage
 from slideflow_core.cohort import Cohort
 from slideflow_core.features import read_attention
 
@@ -48,6 +49,8 @@ def test_moved_project_reloads_and_predicts_from_the_new_place(tmp_path):
     attention = read_attention(new / "stores" / "slide-000.zarr", "moved")
     assert attention.info["run_dir"] == str(new / "runs" / "moved")
     assert attention.info["prediction"]["prob_1"] == after.loc[0, "prob_1"]
+    stage = PredictStage(PredictConfig(run=str(new / "runs" / "moved")))
+    assert stage.done(str(new / "stores" / "slide-000.zarr"))  # the stage would skip it
 
     renamed = new / "runs" / "kept-under-another-name"
     (new / "runs" / "moved").rename(renamed)
