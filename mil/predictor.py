@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from mil.tasks import Task
-from mil.train import MILModel
 from slideflow_core.features import features_part, write_attention
+
+if TYPE_CHECKING:  # torch is imported by whoever loads the models, not by the stage's import
+    from mil.tasks import Task
+    from mil.train import MILModel
 
 
 def attention_record(
@@ -79,7 +80,6 @@ class Predictor:
         """The prediction columns (``prob_<class>``, ``risk`` or ``prediction``)."""
         return list(self.task.columns)
 
-    @torch.no_grad()
     def predict(self, features: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
         """One bag (M, D) through every fold's model.
 
@@ -88,13 +88,16 @@ class Predictor:
         tuple
             The mean prediction by column, and the mean instance scores (M,) or (M, K).
         """
+        import torch
+
         x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))[None]
         total: np.ndarray | float = 0.0
         scores: np.ndarray | float = 0.0
-        for model in self.models.values():
-            out = model(x)
-            total = total + self.task.predict(out.logits)[0]
-            scores = scores + out.scores[0].float().cpu().numpy()
+        with torch.no_grad():
+            for model in self.models.values():
+                out = model(x)
+                total = total + self.task.predict(out.logits)[0]
+                scores = scores + out.scores[0].float().cpu().numpy()
         n = len(self.models)
         row = {c: float(v) for c, v in zip(self.columns, np.asarray(total) / n, strict=True)}
         return row, np.asarray(scores, dtype=np.float32) / n

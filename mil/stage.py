@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
@@ -36,6 +36,9 @@ from slideflow_core.stages import (
 )
 from slideflow_core.stages.runner import CohortLike
 from slideflow_core.store import StoreError, part_key, part_state, read_store_attrs
+
+if TYPE_CHECKING:
+    from mil.experiment import Experiment
 
 #: Measured with 60 slides of 2,000 tiles × 384 features and a 3-fold ABMIL run on two
 #: shared cores: this process took 6.0-6.9 s; Ray tasks 4.4 s once Ray was up (9.2 s in
@@ -89,8 +92,9 @@ class RunFacts:
     checksums: Mapping[str, str]
 
 
-def _load_run(run_dir: Path) -> Any:
-    from mil.experiment import Experiment
+def _load_run(run_dir: Path) -> Experiment:
+    """The trained run at ``run_dir``, refused unless it was trained on slide features."""
+    from mil.experiment import Experiment  # torch: loaded when a run is, not with the stage
 
     experiment = Experiment.load(run_dir)
     if experiment.run_config.data.features is None:
