@@ -33,7 +33,7 @@ from slideflow_core.stages import (
     run_cohort,
 )
 from slideflow_core.stages.runner import CohortLike
-from slideflow_core.store import StoreError, part_state
+from slideflow_core.store import StoreError, part_complete, part_state
 from tiling.view import open_store
 
 #: CPU actors when no GPU is used and ``num_actors`` is not given. Measured with
@@ -83,8 +83,7 @@ class EmbedStage(StageDefaults):
 
     def done(self, store: str) -> bool:
         """A complete feature part of this name (its identity is checked when re-embedding)."""
-        # Against an empty identity a complete part reads "incompatible", a missing one "missing".
-        return part_state(store, self.part(), {}) != "missing"
+        return part_complete(store, self.part())
 
     def setup(self, placement: Placement | None) -> Any:
         """Build the embedder on the placement's device with its torch threads.

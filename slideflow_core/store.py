@@ -417,6 +417,18 @@ def part_state(path: str | os.PathLike[str], part: str, identity: dict[str, Any]
     return "corrupt" if problems is not None and not problems.ok else "complete"
 
 
+def part_complete(path: str | os.PathLike[str], part: str) -> bool:
+    """Whether ``part`` is marked complete and its files check out, whatever its identity."""
+    try:
+        info = read_store_attrs(path).get("parts", {}).get(part)
+    except StoreError:
+        return False
+    if not info or not info.get("complete"):
+        return False
+    problems = check_part(path, part, info)
+    return problems is None or problems.ok
+
+
 def check_part(
     store: str | os.PathLike[str],
     part: str,

@@ -11,6 +11,7 @@ their ids: ``ray stop`` would stop every Ray instance on the machine.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -126,9 +127,7 @@ def ray_head() -> Iterator[str]:
         yield dashboard
 
 
-def test_submit_to_a_head_without_the_project_environment_names_what_is_missing(
-    cmu_svs, tmp_path
-):
+def test_submit_to_a_head_without_the_project_environment_names_what_is_missing(cmu_svs, tmp_path):
     """A head started from a shell whose ``python`` lacks our packages: one clear error,
     before anything is uploaded, naming the missing modules and the fix."""
     manifest = tmp_path / "manifest.csv"
@@ -154,62 +153,130 @@ def test_submit_to_a_head_without_the_project_environment_names_what_is_missing(
     assert not (tmp_path / "run").exists()
 
 
-def test_the_environment_probe_reports_exactly_the_missing_modules():
+def _train_run(root: Path, slide: Path) -> Path:
+    """A trained ABMIL run over handcrafted features (in this process, no Ray)."""
+    import mil
+    from embedders import embed_cohort
+    from slideflow_core.cohort import Cohort
+    from tiling import tile_cohort
+
+    rows = [{"slide_id": f"t{i}", "path": str(slide), "label": "ab"[i % 2]} for i in range(4)]
+    root.mkdir(parents=True)
+    manifest = root / "train.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    tile_cohort(manifest, root, TILING, executor="local", progress=False)
+    embed_cohort(root, "handcrafted", executor="local", progress=False)
+    experiment = mil.Experiment(
+        Cohort.from_manifest(manifest), project=root, features="handcrafted", label="label",
+        model="abmil", splits=mil.KFold(k=2, seed=0), name="abmil", heatmaps=0,
+        train=mil.TrainConfig(epochs=3, batch_size=2, patience=None),
+    )  # fmt: skip
+    return experiment.run().run_dir
+
+
+def _sfc(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "sfc"), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _committed(store: Path) -> dict[str, tuple[int, str]]:
+    """Complete parts of a store: the root metadata's mtime and each part's commit time."""
+    if not (store / "zarr.json").is_file():
+        return {}
+    mtime = (store / "zarr.json").stat().st_mtime_ns
+    parts = read_store_attrs(store)["parts"]
+    return {p: (mtime, str(info.get("time"))) for p, info in parts.items() if info.get("complete")}
+
+
+def test_sfc_submit_runs_every_stage_and_a_cancelled_job_resubmitted_finishes_each_slide_once(
+    ray_head, synthetic_slide, cmu_svs, tmp_path
+):
+    """tile → embed → segment → predict → export through the Jobs API on two nodes; the
+    first job is cancelled (its driver killed) mid-run and the resubmitted one completes
+    every slide, redoing nothing that was committed."""
     from cluster.submit import check_cluster
 
     modules = {"numpy": "numpy", "cv2": "opencv-python-headless", "sfc_not_a_module": "nope"}
-    with _cluster(1) as dashboard:
-        assert check_cluster(dashboard, modules) == ["sfc_not_a_module"]
+    assert check_cluster(ray_head, modules) == ["sfc_not_a_module"]
 
-
-def test_sfc_submit_tiles_and_embeds_a_cohort_on_a_two_node_cluster(
-    ray_head, synthetic_slide, cmu_svs, tmp_path
-):
     slide, _ = synthetic_slide
+    run_path = _train_run(tmp_path / "train", slide)
     manifest = tmp_path / "manifest.csv"
     rows = [
         {"slide_id": "synth-1", "path": str(slide), "label": "a"},
         {"slide_id": "synth-2", "path": str(slide), "label": "b"},
         {"slide_id": "CMU-1", "path": str(cmu_svs), "label": "a"},
     ]
+    ids = [r["slide_id"] for r in rows]
     pd.DataFrame(rows).to_csv(manifest, index=False)
     run_dir = tmp_path / "run"
     config = cluster.PipelineConfig(
         run_dir=str(run_dir),
-        stages=("tile", "embed"),
-        settings={"tile": TILING, "embed": {"model": "handcrafted", "num_actors": 2}},
+        stages=("tile", "embed", "segment", "predict", "export"),
+        settings={
+            "tile": TILING,
+            "embed": {"model": "handcrafted", "num_actors": 2},
+            "segment": {"segmenter": "classical", "tile_px": 512},
+            "predict": {"run": str(run_path)},
+            "export": {"run": "abmil"},
+        },
     )
-    config_path = tmp_path / "pipeline.yaml"
+    config_path = tmp_path / "all-stages.yaml"
     config_path.write_text(config.to_yaml())
+    submit = ["submit", str(manifest), "--config", str(config_path), "--address", ray_head,
+              "--env", "SFC_ZARR_PIPELINE=auto"]  # fmt: skip
 
-    sfc = str(BIN / "sfc")
-    submitted = subprocess.run(
-        [sfc, "submit", str(manifest), "--config", str(config_path), "--address", ray_head,
-         "--env", "SFC_ZARR_PIPELINE=auto"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = submitted.stdout.strip().splitlines()[-1]
-    assert job_id.startswith("sfc-")
+    first = _sfc(*submit)
+    assert first.returncode == 0, first.stderr
+    first_id = first.stdout.strip().splitlines()[-1]
+    tile_status = run_dir / "status" / "tile"
+    deadline = time.monotonic() + 300
+    while not (tile_status.is_dir() and any(tile_status.glob("*.json"))):
+        assert time.monotonic() < deadline, cluster.logs(first_id, address=ray_head)[-3000:]
+        assert not cluster.status(first_id, address=ray_head).finished, "the job ended early"
+        time.sleep(0.2)
+    cancelled = _sfc("cancel", first_id, "--address", ray_head)
+    assert cancelled.returncode == 0 and "stopping" in cancelled.stdout, cancelled.stderr
+    assert cluster.wait(first_id, address=ray_head, timeout_s=120).status == "STOPPED"
+    time.sleep(2)  # the job's workers are stopped with it
+    before = {sid: _committed(run_dir / "stores" / f"{sid}.zarr") for sid in ids}
+    assert not os.path.exists(run_dir / "predictions"), "the first job got past tiling"
 
-    state = cluster.wait(job_id, address=ray_head, timeout_s=600)
+    second = _sfc(*submit)
+    assert second.returncode == 0, second.stderr
+    job_id = second.stdout.strip().splitlines()[-1]
+    state = cluster.wait(job_id, address=ray_head, timeout_s=900)
     logs = cluster.logs(job_id, address=ray_head)
     (tmp_path / "job.log").write_text(logs)
     assert state.status == "SUCCEEDED", f"{state}\n{logs[-3000:]}"
-    status = subprocess.run(
-        [sfc, "status", job_id, "--address", ray_head], capture_output=True, text=True, check=False
-    )
+    status = _sfc("status", job_id, "--address", ray_head)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
-    printed = subprocess.run(
-        [sfc, "logs", job_id, "--address", ray_head], capture_output=True, text=True, check=False
-    )
-    assert "embed" in printed.stdout and ": ok in" in printed.stdout  # the report table
+    printed = _sfc("logs", job_id, "--address", ray_head)
+    assert "export" in printed.stdout and ": ok in" in printed.stdout  # the report table
 
     report = json.loads((run_dir / "pipeline" / "report.json").read_text())
-    assert report["ok"]
-    assert [(s["stage"], s["done"]) for s in report["stages"]] == [("tile", 3), ("embed", 3)]
-    for row in rows:
-        parts = read_store_attrs(run_dir / "stores" / f"{row['slide_id']}.zarr")["parts"]
-        assert parts["tiling"]["complete"] and parts["features/handcrafted"]["complete"]
+    assert report["ok"], report["failures"]
+    by_stage = {s["stage"]: s for s in report["stages"]}
+    assert list(by_stage) == ["tile", "embed", "segment", "predict", "export"]
+    assert all(by_stage[s]["done"] + by_stage[s]["skipped"] == 3 for s in by_stage)
+    for sid in ids:
+        store = run_dir / "stores" / f"{sid}.zarr"
+        parts = read_store_attrs(store)["parts"]
+        for part in ("tiling", "features/handcrafted", "cells/classical", "attention/abmil"):
+            assert parts[part]["complete"], (sid, part)
+        # Exactly once: what the cancelled job committed was kept, not redone.
+        for part, (_, committed) in before[sid].items():
+            assert str(parts[part].get("time")) == committed, f"{sid} {part} was redone"
+        with gzip.open(run_dir / "exports" / f"{sid}.geojson.gz", "rt") as f:
+            collection = json.load(f)
+        kinds = {feature["properties"]["objectType"] for feature in collection["features"]}
+        assert {"annotation", "tile", "cell"} <= kinds, (sid, kinds)
+    assert sum(len(b) for b in before.values()) >= 1  # the cancel came after a commit
+    predictions = pd.read_csv(run_dir / "predictions" / "abmil.csv")
+    assert sorted(predictions["slide_id"]) == sorted(ids)  # one row per slide
+    assert predictions.filter(like="prob").notna().all().all()
+    leftovers = [p.name for p in (run_dir / "stores").iterdir() if p.name.endswith(".partial")]
+    assert not leftovers
     assert cluster.PipelineConfig.from_yaml(run_dir / "pipeline" / "config.yaml") == config
     assert not cluster.cancel(job_id, address=ray_head)  # finished jobs are not running

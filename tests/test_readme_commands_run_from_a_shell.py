@@ -44,20 +44,20 @@ AS_WRITTEN = "="
 COMMANDS: dict[str, str] = {
     "sfc info slide.svs": AS_WRITTEN,
     "sfc info slide.svs --thumbnail thumb.png": AS_WRITTEN,
-    "sfc info scan.tiff --mpp 0.25 --json": AS_WRITTEN,
+    "sfc info scan.tiff --slide-mpp 0.25 --json": AS_WRITTEN,
     "sfc info - --readers": AS_WRITTEN,
     "sfc cohort from-folder slides/ --out manifest.csv": AS_WRITTEN,
     "sfc cohort validate manifest.csv --deep": AS_WRITTEN,
     # A 50,000 px slide takes minutes to write; the same command at 2,048 px.
-    "sfc synth big.svs --width 50000 --height 50000 --mpp 0.25": (
-        "sfc synth big.svs --width 2048 --height 2048 --mpp 0.25"
+    "sfc synth big.svs --width 50000 --height 50000 --slide-mpp 0.25": (
+        "sfc synth big.svs --width 2048 --height 2048 --slide-mpp 0.25"
     ),
-    "sfc synth cohort/ --cohort 40 --width 8192 --height 8192 --mpp 0.5": (
-        "sfc synth cohort/ --cohort 4 --width 1024 --height 1024 --mpp 0.5"
+    "sfc synth cohort/ --cohort 40 --width 8192 --height 8192 --slide-mpp 0.5": (
+        "sfc synth cohort/ --cohort 4 --width 1024 --height 1024 --slide-mpp 0.5"
     ),
     # The prepared project is tiled already: these tile a new one from scratch.
-    "sfc tile manifest.csv --out project --mpp 0.5 --tile-px 256": (
-        "sfc tile manifest.csv --out new-project --mpp 0.5 --tile-px 256"
+    "sfc tile manifest.csv --out project --target-mpp 0.5 --tile-px 256": (
+        "sfc tile manifest.csv --out new-project --target-mpp 0.5 --tile-px 256"
     ),
     "sfc tile manifest.csv --out project --coords-only": (
         "sfc tile manifest.csv --out new-project --coords-only"

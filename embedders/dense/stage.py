@@ -32,7 +32,7 @@ from slideflow_core.stages import (
     run_cohort,
 )
 from slideflow_core.stages.runner import CohortLike
-from slideflow_core.store import part_state
+from slideflow_core.store import part_complete
 
 
 class SegmentStage(StageDefaults):
@@ -52,8 +52,7 @@ class SegmentStage(StageDefaults):
 
     def done(self, store: str) -> bool:
         """A complete cell table of this name (its identity is checked when re-segmenting)."""
-        # Against an empty identity a complete part reads "incompatible", a missing one "missing".
-        return part_state(store, self.part(), {}) != "missing"
+        return part_complete(store, self.part())
 
     def setup(self, placement: Placement | None) -> Segmenter:
         """Build the segmenter (in the driver; the tasks share it)."""
