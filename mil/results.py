@@ -125,7 +125,8 @@ class ExperimentResults:
     def summary(self) -> str:
         """The metrics table (folds and pooled), the headline metric's 95 % CI, and files."""
         table = self.metrics[table_columns(self.metrics)]
-        lines = [f"run {self.run_dir.name} ({self.run_dir})", table.to_string(index=False)]
+        text = table.to_string(index=False, float_format="{:.3f}".format)
+        lines = [f"run {self.run_dir.name} ({self.run_dir})", text]
         pooled = self.pooled
         for low in (c for c in self.metrics.columns if c.endswith(CI_LOW)):
             metric = low.removesuffix(CI_LOW)
