@@ -31,6 +31,7 @@ from slideflow_core.stages import (
     StageDefaults,
     Unit,
     run_cohort,
+    run_slide,
 )
 from slideflow_core.stages.runner import CohortLike
 from slideflow_core.store import StoreError, part_complete, part_state
@@ -289,9 +290,4 @@ def embed_slide(
     config = EmbedConfig(model=embedder.id, **{"name": feature_name(embedder.id), **options})
     stage = EmbedStage(config)
     slide = SlideRef(open_store(store).slide_id, os.fspath(store))
-    planned = stage.plan(slide, embedder, overwrite=overwrite)
-    if isinstance(planned, SlideOutcome):
-        return planned
-    (unit,) = planned.units
-    result = stage.run(planned, unit, embedder, progress or (lambda _: None))
-    return stage.commit(planned, [result], embedder)
+    return run_slide(stage, slide, embedder, overwrite=overwrite, progress=progress)

@@ -30,6 +30,7 @@ from slideflow_core.stages import (
     StageDefaults,
     Unit,
     run_cohort,
+    run_slide,
 )
 from slideflow_core.stages.runner import CohortLike
 from slideflow_core.store import part_complete
@@ -216,13 +217,4 @@ def segment_slide(
         slide = SlideRef(slide_id, os.fspath(source))
     else:
         slide = SlideRef(slide_id, os.fspath(out), path=os.fspath(source), mpp=slide_mpp)
-    planned = stage.plan(slide, resource, overwrite=overwrite)
-    if isinstance(planned, SlideOutcome):
-        return planned
-    results, done = [], 0
-    for unit in planned.units:
-        results.append(stage.run(planned, unit, resource, progress))
-        done += unit.n_tiles
-        if progress is not None:
-            progress(done)
-    return stage.commit(planned, results, resource)
+    return run_slide(stage, slide, resource, overwrite=overwrite, progress=progress)

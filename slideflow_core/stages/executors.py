@@ -45,6 +45,34 @@ class Sink:
         self.info: dict[str, Any] = {}
 
 
+def run_slide(
+    stage: Stage,
+    slide: SlideRef,
+    resource: Any,
+    *,
+    overwrite: bool,
+    progress: Callable[[int], None] | None = None,
+) -> SlideOutcome:
+    """Plan, run every unit and commit one slide in this process; errors raise.
+
+    ``progress(tiles)`` is told the tiles done so far in the slide.
+    """
+    planned = stage.plan(slide, resource, overwrite=overwrite)
+    if isinstance(planned, SlideOutcome):
+        return planned
+    done, results = 0, []
+    for unit in planned.units:
+
+        def report(n: int, base: int = done) -> None:
+            if progress is not None:
+                progress(base + n)
+
+        results.append(stage.run(planned, unit, resource, report))
+        done += unit.n_tiles
+        report(0, done)
+    return stage.commit(planned, results, resource)
+
+
 def process_slide(
     stage: Stage,
     slide: SlideRef,
@@ -53,23 +81,10 @@ def process_slide(
     overwrite: bool,
     progress: Callable[[int], None] | None = None,
 ) -> SlideOutcome:
-    """Plan, run every unit and commit one slide in this process; errors become ``failed``."""
+    """:func:`run_slide` with the slide's error turned into its ``failed`` outcome."""
     started = time.time()
     try:
-        planned = stage.plan(slide, resource, overwrite=overwrite)
-        if isinstance(planned, SlideOutcome):
-            return planned
-        done, results = 0, []
-        for unit in planned.units:
-
-            def report(n: int, base: int = done) -> None:
-                if progress is not None:
-                    progress(base + n)
-
-            results.append(stage.run(planned, unit, resource, report))
-            done += unit.n_tiles
-            report(0, done)
-        return stage.commit(planned, results, resource)
+        return run_slide(stage, slide, resource, overwrite=overwrite, progress=progress)
     except Exception as exc:
         return SlideOutcome.failed(
             slide.slide_id, exc, store=slide.store, seconds=time.time() - started
