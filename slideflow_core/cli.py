@@ -154,7 +154,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for ep in found:
         try:
             register = ep.load()
-        except ImportError as exc:  # its optional dependencies are not installed here
+        except ModuleNotFoundError as exc:  # its optional dependencies are not installed here
             _unavailable(subparsers, ep.name, f"{exc} (needed by {ep.value})")
             continue
         register(subparsers)

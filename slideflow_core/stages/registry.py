@@ -34,7 +34,7 @@ def stages() -> Registry[Any]:
     for ep in found:
         try:
             cls = ep.load()
-        except ImportError as exc:  # a stage whose optional dependencies are not installed
+        except ModuleNotFoundError as exc:  # a stage whose optional dependencies are missing
             missing.append((ep.name, f"{exc}; install the extra that provides it ({ep.value})"))
             continue
         loaded.append((cls.order, ep.name, cls))
