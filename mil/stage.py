@@ -246,16 +246,24 @@ class PredictStage(StageDefaults):
         )
 
     def finish(self, layout: ProjectLayout, report: CohortReport) -> None:
-        """Write the predictions table: one row per slide done now or skipped (done before)."""
+        """Write the predictions table: a row per slide done now or skipped (done before).
+
+        Rows of slides this run did not see (an earlier wave of a pipeline, another
+        manifest) are kept from the table already there; a slide that failed loses its row.
+        """
         rows = [
             {"slide_id": r.slide_id, **r.details}
             for r in report.results
             if r.status in ("done", "skipped")
         ]
         frame = pd.DataFrame(rows, columns=None if rows else ["slide_id"])
+        path = predictions_path(layout.root, self.part_name)
+        if path.is_file():
+            earlier = pd.read_csv(path, dtype={"slide_id": str})
+            seen = {r.slide_id for r in report.results}
+            frame = pd.concat([earlier[~earlier["slide_id"].isin(seen)], frame], ignore_index=True)
         front = ["slide_id", *(c for c in self.facts.label_columns if c in frame)]
         frame = frame[front + [c for c in frame.columns if c not in front]]
-        path = predictions_path(layout.root, self.part_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
         frame.to_csv(tmp, index=False)

@@ -128,6 +128,21 @@ def test_rerun_skips_every_slide_and_rebuilds_the_table_from_the_stores(trained)
     assert len(table(trained, "resumed")) == len(cohort)
 
 
+def test_slides_predicted_in_waves_end_in_one_table(trained):
+    project, _, cohort, run = trained
+    ids = list(cohort.slide_ids)
+    for wave in (ids[:3], ids[3:]):  # as the cluster pipeline runs a cohort
+        report = mil.predict_cohort(
+            run, project, cohort.subset(wave), name="waves", executor="local", progress=False
+        )
+        assert [r.slide_id for r in report.results] == wave
+    frame = table(trained, "waves")
+    assert list(frame["slide_id"]) == ids
+    whole = predict(trained, name="whole")
+    assert [r.status for r in whole.results] == ["done"] * len(ids)
+    pd.testing.assert_frame_equal(frame, table(trained, "whole"))
+
+
 def test_training_attention_is_not_replaced_without_overwrite(trained):
     project, _, cohort, _ = trained
     store = project / "stores" / f"{cohort.slide_ids[0]}.zarr"
