@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             splits=KFold(k=args.folds, val_fraction=0.15, seed=args.seed),
             train=TrainConfig(epochs=args.epochs, lr=2e-4, batch_size=4, patience=10,
                               standardize=True, seed=args.seed),
-            name=f"bench-{head}", heatmaps=2,
+            name=f"bench-{head}", heatmaps=2, overwrite=True,
         )  # fmt: skip
         results = experiment.run()
         seconds = time.perf_counter() - start

@@ -158,7 +158,8 @@ def run_cohort(
     stage
         A stage (``create_stage("tile", {...})`` or a stage object).
     project
-        The project folder (``stores/``, ``status/``...; created when missing).
+        The project folder (``stores/``, ``status/``...; created when the stage's
+        checks pass).
     cohort
         A :class:`~slideflow_core.cohort.Cohort`, a manifest path, slide ids, or
         ``None`` for every store of the project (stages that work on stores).
@@ -189,9 +190,10 @@ def run_cohort(
     executor = executor or stage.executor
     if executor not in EXECUTORS:
         raise StageError(f"unknown executor {executor!r}", hint=f"one of {', '.join(EXECUTORS)}")
-    layout = ProjectLayout(Path(project)).ensure()
+    layout = ProjectLayout(Path(project))
     ids, slides, results = resolve_slides(stage, layout, cohort)
-    stage.prepare(layout)
+    stage.prepare(layout)  # before any folder is made: a mistyped project makes nothing
+    layout.ensure()
     status = _StatusWriter(layout, stage.name)
     for outcome in results:
         status.slide(outcome)
