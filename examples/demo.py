@@ -4,15 +4,21 @@ It builds a cohort from synthetic H&E-like slides (written here, with ground
 truth) plus the real sample slides shipped beside the repository
 (``../shared/data/slides``, or ``--samples``), validates the manifest deeply
 (every slide opened, calibration checked), prints each readable slide's
-description, writes thumbnails, tiles every valid slide at 0.5 µm/px into
-per-slide Zarr stores on a local Ray instance, then embeds the QC-kept tiles with
-the weight-free ``handcrafted`` embedder into ``features/handcrafted`` of each
-store, trains and evaluates an ABMIL model (3-fold, patient-grouped CV) that
-tells tumour-bearing synthetic slides from tumour-free ones and checks that its
-attention lands on the tumour, segments nuclei on one tumour slide with the
-classical segmenter, and exports QuPath GeoJSON overlays (tissue, tiles with QC
-values and attention, cells). Problems are reported with their fix and do not
-stop the rest.
+description and writes thumbnails. Then it works as a user at a shell would,
+through the installed ``sfc`` command (each step a fresh process):
+
+1. ``sfc run`` tiles every valid slide at 0.5 µm/px into per-slide Zarr stores and
+   embeds the QC-kept tiles with the weight-free ``handcrafted`` embedder (a local
+   Ray instance; the pipeline's ``tile`` and ``embed`` stages);
+2. ``sfc mil train`` trains and evaluates ABMIL (3-fold, patient-grouped CV) telling
+   tumour-bearing synthetic slides from tumour-free ones, and the demo checks that
+   its attention lands on the tumour outlines; ``sfc mil report`` prints its metrics;
+3. ``sfc run`` again with every stage: tiles and features are found complete and
+   skipped, nuclei are segmented (``segment``), the trained run predicts every slide
+   (``predict``: attention and a predictions table) and QuPath GeoJSON overlays with
+   heatmaps are written (``export``).
+
+Problems are reported with their fix and do not stop the rest.
 
     python examples/demo.py [--out demo-output] [--samples DIR]
 """
@@ -20,23 +26,21 @@ stop the rest.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-import mil
-from embedders import embed_cohort
-from embedders.dense import segment_cohort
 from mil.localisation import localise, regions_from_geojson
 from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.commands import format_info, write_png
 from slideflow_core.errors import SlideflowError
-from slideflow_core.geojson import export_store, export_stores
 from slideflow_core.synthetic import SyntheticSlideSpec
 from slideflow_core.synthetic.cohort import TUMOUR_CLASS, TumourCohort, write_tumour_cohort
-from tiling import TilingConfig, open_cohort, tile_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "data" / "slides"
@@ -48,6 +52,15 @@ SYNTHETIC_SPEC = SyntheticSlideSpec(
     width_px=5120, height_px=5120, mpp=0.5, n_pen_marks=1, associated_images=False
 )
 RUN = "demo-abmil"
+PREDICTIONS = "abmil-all"  # the trained run applied to every slide (training keeps RUN's)
+
+
+def sfc(*args: str | os.PathLike[str]) -> int:
+    """Run one ``sfc`` command as a user would: a fresh process of the installed script."""
+    script = Path(sys.executable).with_name("sfc")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "slideflow_core.cli"]
+    print(f"\n$ sfc {' '.join(str(a) for a in args)}", flush=True)
+    return subprocess.run([*command, *map(str, args)], check=False).returncode
 
 
 def build_manifest(layout: ProjectLayout, samples: Path | None) -> tuple[Path, TumourCohort]:
@@ -61,26 +74,15 @@ def build_manifest(layout: ProjectLayout, samples: Path | None) -> tuple[Path, T
         for path in sorted(samples.iterdir()):
             if path.suffix.lower() in SLIDE_SUFFIXES:
                 rows.append({"slide_id": path.stem, "path": str(path), "patient_id": path.stem})
-    manifest = layout.root / "manifest.csv"
+    manifest = layout.root / "slides.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest, synthetic
 
 
-def train_mil(cohort: Cohort, layout: ProjectLayout, synthetic: TumourCohort) -> None:
-    """ABMIL on the labelled (synthetic) slides; print metrics and attention localisation."""
-    experiment = mil.Experiment(
-        cohort, project=layout.root, features="handcrafted", label="label", model="abmil",
-        splits=mil.KFold(k=3, seed=0),
-        train=mil.TrainConfig(epochs=30, lr=1e-3, batch_size=2, patience=None, standardize=True),
-        name=RUN, heatmaps=2,
-    )  # fmt: skip
-    results = experiment.run()
-    columns = ["fold", "n", "auroc", "balanced_accuracy", "f1"]
-    print(results.metrics[columns].round(3).to_string(index=False))
-    regions = regions_from_geojson(synthetic.annotations(), classes=[TUMOUR_CLASS])
-    where = localise(layout.root, RUN, regions)
-    print(f"attention vs tumour outline: {where}")
-    print(f"run folder: {results.run_dir} (report.html, roc.png, heatmaps/)")
+def write_yaml(path: Path, data: dict) -> Path:
+    """A config file, as a user would write it."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,36 +120,46 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{record.slide_id}: {exc}")
         print()
 
-    print("== tiling (local Ray, 256 px at 0.5 µm/px)")
-    valid = cohort.subset([sid for sid in cohort.slide_ids if sid not in bad])
-    tiling = tile_cohort(valid, layout.root, TilingConfig(mpp=0.5, tile_px=256), progress=True)
-    print(tiling)
-    tiles = open_cohort(layout.root)
-    print(f"dask view: {tiles.tiles.shape} tiles, {int(tiles.table['keep'].sum())} pass QC")
+    valid = layout.root / "valid.csv"
+    cohort.subset([sid for sid in cohort.slide_ids if sid not in bad]).write(valid)
+    pipeline = {
+        "run_dir": str(layout.root),
+        "stages": ["tile", "embed"],
+        "tile": {"mpp": 0.5, "tile_px": 256},
+        "embed": {"model": "handcrafted"},
+    }
+    print("\n== 1. tile and embed (sfc run: local Ray, 256 px at 0.5 µm/px, handcrafted features)")
+    failed = sfc("run", valid, "--config", write_yaml(layout.root / "pipeline.yaml", pipeline))
 
-    print("\n== embedding (local Ray, handcrafted features of the QC-kept tiles)")
-    embedding = embed_cohort(layout.root, "handcrafted", progress=True)
-    print(embedding)
+    print("\n== 2. MIL (sfc mil train: ABMIL, 3-fold patient-grouped CV, tumour vs normal)")
+    training = {
+        "name": RUN,
+        "data": {
+            "manifest": str(synthetic.manifest),
+            "project": str(layout.root),
+            "features": "handcrafted",
+            "label": "label",
+        },
+        "model": "abmil",
+        "splits": {"method": "kfold", "k": 3, "seed": 0},
+        "train": {"epochs": 30, "lr": 1e-3, "batch_size": 2, "patience": None,
+                  "standardize": True},
+        "heatmaps": 2,
+    }  # fmt: skip
+    trained = sfc("mil", "train", write_yaml(layout.root / "abmil.yaml", training), "--overwrite")
+    failed = failed or trained
+    if not trained:
+        regions = regions_from_geojson(synthetic.annotations(), classes=[TUMOUR_CLASS])
+        print(f"attention vs tumour outline: {localise(layout.root, RUN, regions)}")
+        failed = failed or sfc("mil", "report", layout.run(RUN))
 
-    print("\n== MIL (ABMIL, 3-fold patient-grouped CV: tumour vs normal synthetic slides)")
-    train_mil(cohort, layout, synthetic)
-
-    cells_slide = next(iter(synthetic.annotations()))
-    print(f"\n== cells (classical nucleus segmenter, no weights, on tumour slide {cells_slide})")
-    cells = segment_cohort(layout.root, "classical", cohort=[cells_slide], progress=True)
-    print(cells)
-
-    print("\n== overlays (QuPath GeoJSON: tissue outlines, tiles with their QC values, cells)")
-    overlays = export_stores(layout.root, layout.exports, what=("tissue", "tiles"))
-    for summary in overlays:
-        counts = ", ".join(f"{n} {layer}" for layer, n in summary.counts.items())
-        print(f"{summary.slide_id}: {summary.error or counts}")
-    attention = export_stores(layout.run(RUN), layout.exports / RUN, what=("tiles",))
-    print(f"{RUN}: tiles with attention for {len(attention)} slides -> {layout.exports / RUN}")
-    cell_overlay = export_store(
-        layout.store(cells_slide), layout.exports / f"{cells_slide}.cells.geojson", what=("cells",)
-    )
-    print(f"{cells_slide}: {cell_overlay.counts.get('cells', 0)} cells -> {cell_overlay.path}")
+    print("\n== 3. every stage (sfc run: tile and embed resume, cells, predictions, overlays)")
+    pipeline["stages"] = ["tile", "embed", "segment", "predict", "export"]
+    pipeline["segment"] = {"segmenter": "classical"}
+    pipeline["predict"] = {"run": str(layout.run(RUN)), "name": PREDICTIONS}
+    pipeline["export"] = {"run": PREDICTIONS}
+    config = write_yaml(layout.root / "pipeline-all.yaml", pipeline)
+    failed = failed or sfc("run", valid, "--config", config)
 
     print("\n== outputs")
     print(f"manifest     {manifest}")
@@ -155,19 +167,19 @@ def main(argv: list[str] | None = None) -> int:
         f"slides       {synthetic.slides_dir} (synthetic, with *.truth.json ground truth "
         "and *.tumour.geojson outlines)"
     )
-    print(f"thumbnails   {layout.root / 'thumbnails'} ({len(thumbnails)} PNG files)")
-    print(f"tile stores  {layout.stores_dir} (one Zarr store per slide)")
-    print(f"summary      {layout.root / 'tiling_summary.csv'}; status in {layout.status_dir}")
-    print(
-        f"features     {embedding.part} in each tile store "
-        f"(slideflow_core.features.read_features(store, 'handcrafted')); "
-        f"report {layout.status_dir / 'embed-handcrafted.json'}"
-    )
+    print(f"thumbnails   {layout.thumbnails_dir} ({len(thumbnails)} PNG files)")
+    print(f"tile stores  {layout.stores_dir} (one Zarr store per slide: tiles, features,")
+    print("             cells, attention; each part verified: sfc verify <project>)")
+    print(f"pipeline     {layout.root / 'pipeline'} (config.yaml, state.json, report.json)")
+    print(f"status       {layout.status_dir}/<stage>/<slide_id>.json and <stage>.csv")
     print(f"MIL run      {layout.run(RUN)} (metrics.csv, predictions.csv, report.html)")
-    print(f"overlays     {layout.exports} (drag a .geojson onto the slide in QuPath)")
+    print(f"predictions  {layout.root / 'predictions' / f'{PREDICTIONS}.csv'} (every slide)")
+    print(f"overlays     {layout.exports} (drag a .geojson.gz onto the slide in QuPath)")
     print(f"viewer       sfc view {layout.root}   (deep zoom with tissue and tile layers)")
     print(f"{len(cohort)} slides, {len(bad)} with problems, in {time.perf_counter() - start:.1f}s")
-    return 0
+    if failed:
+        print("a step above failed: its error and hint are printed where it ran")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

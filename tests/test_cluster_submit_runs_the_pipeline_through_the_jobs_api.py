@@ -1,11 +1,15 @@
-"""``sfc submit`` sends a demo-like cohort to a real Ray cluster through the Jobs API.
+"""``sfc submit`` sends a cohort through every stage on a real Ray cluster (Jobs API).
 
 A head started with ``ray start --head`` and one worker node with ``ray start
 --address`` (each with its own ports and temp dir, the dashboard on 127.0.0.1),
-then ``sfc submit`` (the package is uploaded as ``py_modules``), ``sfc status``,
-``sfc logs``; the stores must hold tiles and features. The ``ray start``
-processes run with ``--block`` in their own process groups and are ended by
-their ids: ``ray stop`` would stop every Ray instance on the machine.
+then ``sfc submit`` of tile → embed → segment → predict → export (the package is
+uploaded as ``py_modules``), ``sfc cancel`` mid-run, a resubmission, ``sfc status``
+and ``sfc logs``: every slide ends with features, cells, attention from a trained
+run, a prediction row and a QuPath GeoJSON, and nothing committed before the
+cancel is redone. A head whose ``python`` lacks our packages gets one clear error
+before anything is uploaded. The ``ray start`` processes run with ``--block`` in
+their own process groups and are ended by their ids: ``ray stop`` would stop every
+Ray instance on the machine.
 """
 
 from __future__ import annotations
@@ -271,7 +275,14 @@ def test_sfc_submit_runs_every_stage_and_a_cancelled_job_resubmitted_finishes_ea
         with gzip.open(run_dir / "exports" / f"{sid}.geojson.gz", "rt") as f:
             collection = json.load(f)
         kinds = {feature["properties"]["objectType"] for feature in collection["features"]}
-        assert {"annotation", "tile", "cell"} <= kinds, (sid, kinds)
+        # Tissue (annotation), tiles with scores, and nuclei (bare nuclei are detections).
+        assert {"annotation", "tile", "detection"} <= kinds, (sid, kinds)
+        scored = [
+            f for f in collection["features"]
+            if "attention" in f["properties"].get("measurements", {})
+        ]  # fmt: skip
+        assert scored, "tiles carry no attention score"
+        assert (run_dir / "exports" / f"{sid}.heatmap.png").stat().st_size > 0
     assert sum(len(b) for b in before.values()) >= 1  # the cancel came after a commit
     predictions = pd.read_csv(run_dir / "predictions" / "abmil.csv")
     assert sorted(predictions["slide_id"]) == sorted(ids)  # one row per slide

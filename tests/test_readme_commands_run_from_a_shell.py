@@ -82,6 +82,13 @@ COMMANDS: dict[str, str] = {
     "sfc segment slide.svs --out cells.parquet": AS_WRITTEN,
     "sfc segment --list": AS_WRITTEN,
     "sfc export project --what cells --out exports/": AS_WRITTEN,
+    # tumour-abmil.yaml is the README's run YAML, whose paths name the prepared project.
+    "sfc mil train tumour-abmil.yaml": AS_WRITTEN,
+    # The prepared project's trained run is ``abmil``; predict it again under a new name.
+    "sfc mil report project/runs/tumour-abmil": "sfc mil report project/runs/abmil",
+    "sfc mil predict project/runs/tumour-abmil other-project --manifest other.csv": (
+        "sfc mil predict project/runs/abmil project --manifest manifest.csv --name again"
+    ),
 }
 
 #: Commands that serve until stopped: the test waits for their URL, fetches it, stops them.
@@ -156,7 +163,8 @@ def check(result: subprocess.CompletedProcess[str], command: str) -> None:
 
 
 def pipeline_yaml(text: str) -> dict | None:
-    """The README's pipeline YAML, run here: a local run folder, the weight-free embedder."""
+    """The README's pipeline YAML, run here: a local run folder, the weight-free embedder,
+    and the prepared project's trained run ``abmil`` for prediction and export."""
     found = [block for block in readme_yaml(text) if isinstance(block, dict) and "stages" in block]
     if len(found) != 1:
         return None
@@ -166,7 +174,17 @@ def pipeline_yaml(text: str) -> dict | None:
         if isinstance(section, dict) and "model" in section:
             section.pop("weights", None)
             section["model"] = "handcrafted"
+    if "predict" in config:
+        config["predict"] = {**config["predict"], "run": "project/runs/abmil"}
+    if config.get("export", {}).get("run"):
+        config["export"] = {**config["export"], "run": "abmil"}
     return config
+
+
+def mil_yaml(text: str) -> dict | None:
+    """The README's MIL run YAML (the block with a ``data`` section), as written."""
+    found = [block for block in readme_yaml(text) if isinstance(block, dict) and "data" in block]
+    return found[0] if len(found) == 1 else None
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +224,9 @@ def prepared(tmp_path_factory, slides_dir, sfc_env) -> Path:
     pipeline = pipeline_yaml(README.read_text())
     if pipeline is not None:
         (root / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    run = mil_yaml(README.read_text())
+    if run is not None:
+        (root / "tumour-abmil.yaml").write_text(yaml.safe_dump(run))
     return root
 
 
@@ -232,7 +253,6 @@ def run_server(command: str, cwd: Path, env: dict[str, str]) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 @pytest.mark.parametrize("command", readme_commands(README.read_text()))
 def test_readme_command_runs(command, prepared, sfc_env, tmp_path):
     if command in ELSEWHERE:
