@@ -220,6 +220,12 @@ class PredictStage(StageDefaults):
                 "to keep both",
             )
         n = int(read_store_attrs(slide.store)["parts"][features_part(features)]["n"])
+        if n == 0:  # an empty bag would get the head's bias as a confident-looking prediction
+            raise MILError(
+                f"{slide.store} has no tile to predict from (features/{features} has 0 tiles)",
+                hint="no tile of the slide passed tissue detection and QC: check it with "
+                "`sfc tiles info`, or tile it with other QC thresholds",
+            )
         return Plan(slide, (Unit(0, n),))
 
     def run(self, plan: Plan, unit: Unit, resource: Predictor, progress: Any) -> dict[str, float]:

@@ -194,6 +194,29 @@ def test_a_slide_without_features_fails_alone_and_bad_runs_fail_before_anything(
     assert read_store_attrs(project / "stores" / f"{cohort.slide_ids[0]}.zarr")["parts"]
 
 
+def test_a_slide_with_no_tile_fails_instead_of_getting_the_heads_bias(trained):
+    """A slide where no tile passed QC has an empty bag: no prediction is made up for it."""
+    project, _, cohort, run = trained
+    empty = project / "stores" / "no-tiles.zarr"
+    commit_store(start_store(empty, {"slide_id": "no-tiles"}), empty)
+    bag = read_features(project / "stores" / f"{cohort.slide_ids[0]}.zarr", "handcrafted")
+    dim = bag.features.shape[1]
+    with write_features(
+        empty, "handcrafted", tile_index=np.zeros(0, np.int64), coords=np.zeros((0, 2), np.int64),
+        dim=dim, info={"identity": {"empty": True}},
+    ):  # fmt: skip
+        pass
+    try:
+        report = mil.predict_cohort(run, project, name="with-empty", executor="local",
+                                    progress=False)  # fmt: skip
+    finally:
+        shutil.rmtree(empty)
+    failed = report.outcome("no-tiles")
+    assert failed.status == "failed" and "no tile to predict from" in failed.error
+    assert "sfc tiles info" in failed.hint
+    assert "no-tiles" not in set(table(trained, "with-empty")["slide_id"])
+
+
 @pytest.mark.integration
 def test_ray_tasks_predict_the_same_as_this_process(trained, ray_session):
     report = predict(trained, name="on-ray", executor="tasks")

@@ -177,7 +177,8 @@ class StoreOverlays:
             return self._scores[run]
         attention = read_attention(self.path, run)
         values = np.asarray(attention.scores, np.float32)
-        values = values.reshape(len(values), -1)
+        # One column per score (a slide may have no scored tile at all).
+        values = values.reshape(len(values), int(np.prod(values.shape[1:], dtype=np.int64)))
         n = len(self.coords)
         index = np.asarray(attention.tile_index, np.int64)
         if len(index) and (index.min() < 0 or index.max() >= n):

@@ -9,14 +9,21 @@ returns one :class:`CohortReport` (also ``status/<stage>.json`` and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.errors import SlideflowError
@@ -104,6 +111,41 @@ def resolve_slides(
             )
             failures.append(SlideOutcome.failed(ref.slide_id, error, store=ref.store))
     return ids, present, failures
+
+
+@contextlib.contextmanager
+def stage_lock(layout: ProjectLayout, stage: Stage) -> Iterator[None]:
+    """Hold the project's lock for one stage's part, or fail at once if another run holds it.
+
+    Two runs of one stage on one project would plan the same slides and undo each
+    other's work; runs of other stages, or of the same stage writing another part
+    (a second embedding model), go on side by side. The lock is an advisory
+    ``fcntl`` lock on ``status/.<stage>-<part>.lock``, released when the run ends or
+    its process dies.
+    """
+    if fcntl is None:  # pragma: no cover - no advisory locks on this platform
+        yield
+        return
+    part = stage.part().replace("/", "~")
+    path = layout.status_dir / f".{stage.name}-{part}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StageError(
+                f"another {stage.name} run ({holder}) is writing {stage.part()} in {layout.root}",
+                hint="wait for it to finish (or stop it), then rerun: it picks up what is left",
+            ) from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _StatusWriter:
@@ -194,6 +236,28 @@ def run_cohort(
     ids, slides, results = resolve_slides(stage, layout, cohort)
     stage.prepare(layout)  # before any folder is made: a mistyped project makes nothing
     layout.ensure()
+    with stage_lock(layout, stage):
+        return _run_locked(
+            stage, layout, ids, slides, results, started,
+            overwrite=overwrite, executor=executor, address=address, num_cpus=num_cpus,
+            progress=progress, max_in_flight=max_in_flight,
+        )  # fmt: skip
+
+
+def _run_locked(
+    stage: Stage,
+    layout: ProjectLayout,
+    ids: list[str],
+    slides: list[SlideRef],
+    results: list[SlideOutcome],
+    started: float,
+    *,
+    overwrite: bool,
+    executor: str,
+    progress: bool,
+    **ray_options: Any,
+) -> CohortReport:
+    """The run itself, under the stage's project lock."""
     status = _StatusWriter(layout, stage.name)
     for outcome in results:
         status.slide(outcome)
@@ -211,15 +275,7 @@ def run_cohort(
     sink = Sink(finished, planned, bar.update)
     try:
         if slides:
-            RUNNERS[executor](
-                stage,
-                slides,
-                sink,
-                overwrite=overwrite,
-                address=address,
-                num_cpus=num_cpus,
-                max_in_flight=max_in_flight,
-            )
+            RUNNERS[executor](stage, slides, sink, overwrite=overwrite, **ray_options)
     finally:
         bar.close()
     rank = {sid: i for i, sid in enumerate(ids)}
