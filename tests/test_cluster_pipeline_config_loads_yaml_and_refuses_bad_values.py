@@ -83,3 +83,18 @@ def test_run_dir_can_come_from_the_command_line(tmp_path):
 def test_stages_run_in_their_own_order_whatever_the_list_says():
     config = PipelineConfig(run_dir="/x", stages=("export", "tile"))
     assert config.stages == ("tile", "export")
+
+
+def test_the_shipped_kuberay_pipeline_and_the_deploy_guide_load():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    documents = yaml.safe_load_all((deploy / "kuberay" / "storage.yaml").read_text())
+    [config_map] = [d for d in documents if d and d.get("kind") == "ConfigMap"]
+    shipped = PipelineConfig.from_dict(yaml.safe_load(config_map["data"]["pipeline.yaml"]))
+    assert shipped.stages == ("tile", "embed") and shipped.remote
+    [guide] = re.findall(r"```yaml\n(.*?)```", (deploy / "README.md").read_text(), re.DOTALL)
+    assert "predict" in PipelineConfig.from_dict(yaml.safe_load(guide)).stages
