@@ -34,7 +34,7 @@ from cluster_fixtures import TILING, free_port
 import cluster
 from slideflow_core.store import read_store_attrs
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
 
