@@ -44,6 +44,18 @@ def _finished_remotely(rundir: RunDirectory, stages: list[Stage], slide_id: str)
     return all(stage.done(url) for stage in stages)
 
 
+def _save(rundir: RunDirectory, name: str, text: str) -> None:
+    """Write a progress file of the run; a failed write (a full disk) is logged, not raised.
+
+    The stores' own markers are what resume trusts, so losing this record costs only
+    the report, never a slide.
+    """
+    try:
+        rundir.write(name, text)
+    except OSError as exc:
+        log.error("could not write %s in %s: %s", name, rundir.url, exc)
+
+
 def _outcomes(stage: str, results: list[SlideOutcome], seconds: float = 0.0) -> CohortReport:
     return CohortReport(stage, stage, tuple(results), seconds, project="")
 
@@ -155,12 +167,12 @@ def run(
             record(_blocked(stage.name, stopped))
             stopped += [r.slide_id for r in outcome.results if r.status == "failed"]
             todo = outcome.succeeded
-            rundir.write(f"{PIPELINE_DIR}/state.json", states.to_json())
+            _save(rundir, f"{PIPELINE_DIR}/state.json", states.to_json())
             log.info("stage %s: %s", stage.name, totals[stage.name])
         if rundir.remote:
             record(_upload(rundir, todo, config.keep_local))
             record(_blocked(UPLOAD, stopped))
-            rundir.write(f"{PIPELINE_DIR}/state.json", states.to_json())
+            _save(rundir, f"{PIPELINE_DIR}/state.json", states.to_json())
 
     report = PipelineReport(
         run_dir=rundir.url,
@@ -168,5 +180,5 @@ def run(
         states=states,
         seconds=time.time() - started,
     )
-    rundir.write(f"{PIPELINE_DIR}/report.json", report.to_json())
+    _save(rundir, f"{PIPELINE_DIR}/report.json", report.to_json())
     return report

@@ -7,6 +7,7 @@ type, record the message against the slide, and go on with the rest.
 
 from __future__ import annotations
 
+import errno
 import traceback
 
 
@@ -57,6 +58,26 @@ class ManifestError(SlideflowError):
 
     def details(self) -> list[str]:
         return list(self.problems)
+
+
+class DiskFullError(SlideflowError):
+    """The disk being written is full: the slide in hand fails, and so would the next."""
+
+
+#: OS errors that mean "no room to write": a full disk or an exhausted quota.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> OSError | None:
+    """The "no space left" error behind ``exc`` (itself, its cause or its context), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def failure_text(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ while the first holds its lock.
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from slideflow_core.stages import (
 from slideflow_core.stages.runner import stage_lock
 
 
-def _toy_stage(units_per_slide: int) -> Any:
+def _toy_stage(units_per_slide: int, full_disk_at: str | None = None) -> Any:
     """A stage writing ``<store>/toy.txt`` from its units; slide ``bad`` fails, ``empty`` has
     no unit left. Defined in a function so Ray pickles it by value."""
 
@@ -71,6 +72,8 @@ def _toy_stage(units_per_slide: int) -> Any:
             return unit.data
 
         def commit(self, plan: Plan, results: Any, resource: Any) -> SlideOutcome:
+            if plan.slide.slide_id == full_disk_at:
+                raise OSError(errno.ENOSPC, "No space left on device", plan.slide.store)
             store = Path(plan.slide.store)
             store.mkdir(parents=True, exist_ok=True)
             (store / "toy.txt").write_text(",".join(results))
@@ -153,3 +156,23 @@ def test_a_second_run_of_the_same_stage_is_refused_at_once(tmp_path):
             run_cohort(stage, project, progress=False)
         assert "pid" in str(caught.value)
     assert run_cohort(stage, project, progress=False).results  # free again afterwards
+
+
+@pytest.mark.parametrize(
+    "executor", ["local", pytest.param("tasks", marks=pytest.mark.integration)]
+)
+def test_a_full_disk_fails_its_slide_plainly_and_starts_no_other(tmp_path, executor, request):
+    if executor == "tasks":
+        request.getfixturevalue("ray_session")
+    project = _project(tmp_path)
+    stage = _toy_stage(1, full_disk_at="a")
+    report = run_cohort(stage, project, executor=executor, max_in_flight=1, progress=False)
+    full = report.outcome("a")
+    assert full.status == "failed" and full.disk_full
+    assert full.error.startswith("the disk is full (No space left on device writing")
+    assert "larger disk" in full.hint
+    blocked = [r for r in report.results if r.status == "blocked"]
+    assert blocked and all("disk filled up while a was written" in r.error for r in blocked)
+    assert {r.status for r in report.results} <= {"failed", "blocked", "done"}
+    assert not (project / "stores" / "a.zarr" / "toy.txt").exists()
+    assert json.loads((project / "status" / "toy" / "a.json").read_text())["status"] == "failed"

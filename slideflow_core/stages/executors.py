@@ -43,6 +43,8 @@ class Sink:
         self.advanced = advanced
         self.startup_seconds = 0.0
         self.info: dict[str, Any] = {}
+        #: Set when a slide failed for a full disk: no new slide is started after it.
+        self.stopped = False
 
 
 def run_slide(
@@ -109,6 +111,8 @@ def run_local(
     sink.startup_seconds = time.time() - started
     sink.info.update(executor="local", **stage.describe(resource))
     for slide in slides:
+        if sink.stopped:
+            break
         shown = 0
 
         def progress(done: int) -> None:
@@ -185,7 +189,7 @@ def run_tasks(
     broken: set[str] = set()
 
     def submit() -> None:
-        while len(pending) < limit and (work or todo):
+        while len(pending) < limit and (work or (todo and not sink.stopped)):
             if work:
                 plan, unit = work.popleft()
                 if plan.slide.slide_id not in broken:
@@ -350,7 +354,7 @@ def run_actors(
             sink.advanced(delta)
 
     def submit(index: int) -> None:
-        if todo:
+        if todo and not sink.stopped:
             slide = todo.popleft()
             shown[slide.slide_id] = 0
             pending[actors[index].process.remote(slide, overwrite)] = (index, slide)

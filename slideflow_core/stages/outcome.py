@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from slideflow_core.errors import failure_text
+from slideflow_core.errors import DiskFullError, disk_full, failure_text
 
 #: What a stage can have done to a slide. ``blocked``: an earlier stage failed it.
 STATUSES = ("done", "skipped", "failed", "blocked")
@@ -54,7 +54,19 @@ class SlideOutcome:
     def failed(
         cls, slide_id: str, exc: BaseException, *, store: str = "", seconds: float = 0.0
     ) -> SlideOutcome:
-        """A ``failed`` outcome for ``exc`` (its message and hint, one line each)."""
+        """A ``failed`` outcome for ``exc`` (its message and hint, one line each).
+
+        A full disk is said plainly and flagged (``details["disk_full"]``): the
+        runner then stops the cohort, since every next slide would fail the same way.
+        """
+        full = disk_full(exc)
+        if full is not None:
+            where = f" writing {full.filename}" if full.filename else ""
+            exc = DiskFullError(
+                f"the disk is full ({full.strerror}{where})",
+                hint="free space, or give a project on a larger disk; rerun to finish the "
+                "slides left (nothing half-written was marked done)",
+            )
         return cls(
             slide_id,
             "failed",
@@ -62,7 +74,13 @@ class SlideOutcome:
             seconds=seconds,
             error=failure_text(exc),
             hint=getattr(exc, "hint", None),
+            details={"disk_full": True} if full is not None else {},
         )
+
+    @property
+    def disk_full(self) -> bool:
+        """Whether the slide failed because the disk was full."""
+        return bool(self.details.get("disk_full"))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (a status file's content)."""

@@ -266,6 +266,9 @@ def _run_locked(
     def finished(outcome: SlideOutcome) -> None:
         results.append(outcome)
         status.slide(outcome)
+        if outcome.disk_full and not sink.stopped:
+            sink.stopped = True
+            log.error("%s: %s; no new slide is started", outcome.slide_id, outcome.error)
         bar.set_postfix_str(f"slides {len(results)}/{len(ids)}", refresh=False)
         bar.refresh()
 
@@ -278,6 +281,20 @@ def _run_locked(
             RUNNERS[executor](stage, slides, sink, overwrite=overwrite, **ray_options)
     finally:
         bar.close()
+    if sink.stopped:  # the slides never started: say why, so a rerun is the obvious fix
+        ended = {r.slide_id for r in results}
+        full = next(r for r in results if r.disk_full)
+        for slide in slides:
+            if slide.slide_id not in ended:
+                outcome = SlideOutcome(
+                    slide.slide_id,
+                    "blocked",
+                    slide.store,
+                    error=f"not started: the disk filled up while {full.slide_id} was written",
+                    hint=full.hint,
+                )
+                results.append(outcome)
+                status.slide(outcome)
     rank = {sid: i for i, sid in enumerate(ids)}
     results.sort(key=lambda r: rank.get(r.slide_id, len(rank)))
     report = CohortReport(
