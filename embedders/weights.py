@@ -30,6 +30,8 @@ _CONTAINERS = ("state_dict", "model", "teacher", "module")
 _PREFIXES = ("module.", "backbone.", "model.", "teacher.", "vit.", "dinov2.")
 _HUB_ID = re.compile(r"^(?:hf[-_]hub:)?([A-Za-z0-9][\w.-]*/[\w.-]+)$")
 _DIFF_LINES = 12
+#: Checkpoint dtypes a floating-point tensor of the network accepts (cast on load).
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class WeightsError(SlideflowError):
@@ -236,9 +238,11 @@ def prepare_state_dict(state: StateDict, network: nn.Module, card: ModelCard) ->
 def load_strict(network: nn.Module, state: StateDict, *, origin: str) -> None:
     """Load ``state`` into ``network``; any key or shape difference is a :class:`WeightsError`.
 
-    ``network`` may be built on the ``meta`` device: the checkpoint's tensors (as
-    float32) are then assigned in place of the empty ones, so a billion-parameter
-    model is never randomly initialised just to be overwritten.
+    ``network`` may be built on the ``meta`` device: the checkpoint's tensors (cast
+    to the network's dtypes) are then assigned in place of the empty ones, so a
+    billion-parameter model is never randomly initialised just to be overwritten.
+    Floating-point tensors may be stored as float16, bfloat16, float32 or float64;
+    any other dtype (int8 or float8 quantised weights) is a :class:`WeightsError`.
     """
     own = network.state_dict()
     missing = sorted(set(own) - set(state))
@@ -261,8 +265,7 @@ def load_strict(network: nn.Module, state: StateDict, *, origin: str) -> None:
             hint="check that the weights belong to this model (and variant: registers, "
             "patch size); official layouts are mapped by the card's key_map",
         )
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    network.load_state_dict(state, strict=True, assign=True)
+    network.load_state_dict(_cast_to_network(state, own, origin), strict=True, assign=True)
     leftover = [
         name for name, t in (*network.named_parameters(), *network.named_buffers()) if t.is_meta
     ]
@@ -270,6 +273,35 @@ def load_strict(network: nn.Module, state: StateDict, *, origin: str) -> None:
         raise WeightsError(
             f"{origin}: the network has tensors no checkpoint can fill: {', '.join(leftover[:5])}"
         )
+
+
+def _cast_to_network(state: StateDict, own: StateDict, origin: str) -> StateDict:
+    """``state`` cast to the network's dtypes; a dtype that cannot stand for it is an error."""
+    cast, wrong = {}, []
+    for key, tensor in state.items():
+        expected = own[key].dtype
+        if expected.is_floating_point:
+            fits = tensor.dtype in _FLOAT_DTYPES
+        else:  # integer buffers (indices, counters) take integers, never floats
+            fits = not (tensor.is_floating_point() or tensor.is_complex())
+        if fits:
+            cast[key] = tensor.to(expected)
+        else:
+            wrong.append(f"{key}: {_dtype_name(tensor.dtype)}, expected {_dtype_name(expected)}")
+    if wrong:
+        raise WeightsError(
+            f"{origin}: {len(wrong)} tensor(s) have a dtype the network cannot load "
+            f"(first: {wrong[0]})",
+            _summarise("unsupported dtype", wrong),
+            hint="floating-point weights load from float32, float16, bfloat16 or float64; "
+            "int8/float8 files are quantised: use the floating-point release of these weights, "
+            "or dequantise them before saving",
+        )
+    return cast
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _summarise(label: str, items: list[str]) -> list[str]:
