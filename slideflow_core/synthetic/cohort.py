@@ -35,7 +35,7 @@ class TumourCohort:
     manifest
         CSV with ``slide_id, path, patient_id, label, n_tumour_regions, annotation``;
         ``label`` is ``"tumour"`` or ``"normal"``; ``annotation`` is the tumour
-        GeoJSON of positive slides (empty for negatives).
+        GeoJSON of positive slides (empty for negatives). Paths are absolute.
     slides_dir
         Slides (``<slide_id>.svs``), their truth (``<slide_id>.truth.json``) and
         annotations (``<slide_id>.tumour.geojson``).
@@ -121,7 +121,8 @@ def write_tumour_cohort(
     positive = np.zeros(n_slides, dtype=bool)
     positive[rng.choice(n_slides, size=n_positive, replace=False)] = True
     foci = np.where(positive, rng.integers(low, high + 1, size=n_slides), 0)
-    folder = Path(folder)
+    # Absolute, so the manifest's paths resolve wherever it is read from.
+    folder = Path(folder).absolute()
     slides_dir = folder / "slides"
     slides_dir.mkdir(parents=True, exist_ok=True)
     rows = []
