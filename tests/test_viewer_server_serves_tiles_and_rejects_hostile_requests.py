@@ -41,7 +41,8 @@ def raw_get(server, path):
     """Send ``path`` byte for byte (urllib would normalise it) and return the status code."""
     host, port = server.url.split("//")[1].rstrip("/").split(":")
     with socket.create_connection((host, int(port)), timeout=TIMEOUT) as conn:
-        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        head = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+        conn.sendall(head.encode())
         head = conn.recv(64).decode("latin-1")
     return int(head.split()[1])
 

@@ -1,11 +1,15 @@
 """The viewer's local web server: Deep Zoom tiles, overlay data and the bundled web page.
 
 Standard library only (``ThreadingHTTPServer``), bound to 127.0.0.1 on a free
-port. Every request is validated before anything is read: slides are looked
-up by id in the catalog fixed at start (a URL never becomes a file path),
-static files must resolve inside the package's ``static`` folder, numbers must
-parse and lie in range. Bad addresses get 404, bad parameters 400, and an
-unexpected failure 500 with the server still running.
+port. Every request is validated before anything is read: its ``Host`` header
+must name the bound address (``127.0.0.1:PORT`` or ``localhost:PORT``), else
+403, so a web page that rebinds its own domain name to 127.0.0.1 cannot read
+the slides through the user's browser (DNS rebinding); slides are looked up by
+id in the catalog fixed at start (a URL never becomes a file path), static
+files must resolve inside the package's ``static`` folder, numbers must parse
+and lie in range. Bad addresses get 404, bad parameters 400, and an unexpected
+failure 500 with the server still running. No answer carries a file-system
+path: errors name slides by id (the full message goes to the log).
 
 Routes (all ``GET``)::
 
@@ -65,6 +69,9 @@ _TYPES = {
     ".svg": "image/svg+xml",
     ".txt": "text/plain; charset=utf-8",
 }
+#: An absolute path left in an error message once the catalog's own paths are named:
+#: a word that starts with a slash or backslash (after an optional drive letter).
+_PATH = re.compile(r"(?<![^\s'\"(=])(?:[A-Za-z]:)?[/\\][^\s'\"]+")
 _TILE = re.compile(r"^(\d{1,6})_(\d{1,6})\.jpe?g$")
 _LEVEL = re.compile(r"^\d{1,3}$")
 #: Widest box (level-0 px a side) for which cells are sent; beyond it the page asks to zoom in.
@@ -194,6 +201,18 @@ class ViewerApp:
         overlays = self.overlays(slide_id)
         return self._cached(self._cells, slide_id, overlays.cell_table)
 
+    def public(self, text: str) -> str:
+        """``text`` with every file-system path replaced by what it is, for a response body."""
+        named = []
+        for served in self.catalog.values():
+            named.append((served.slide_path, f"slide {served.slide_id!r}"))
+            if served.store is not None:
+                named.append((served.store, f"store of slide {served.slide_id!r}"))
+        # Longest first, so a store inside the slide's folder is not named by its prefix.
+        for path, label in sorted(named, key=lambda item: -len(str(item[0]))):
+            text = text.replace(str(path), label)
+        return _PATH.sub("<path>", text)
+
     def close(self) -> None:
         """Close every slide opened so far."""
         with self._lock:
@@ -213,7 +232,7 @@ class ViewerApp:
             return Response(404, json.dumps({"error": str(exc)}).encode("utf-8"))
         except SlideflowError as exc:
             log.warning("%s: %s", raw_path, exc)
-            return Response(404, json.dumps({"error": exc.message}).encode("utf-8"))
+            return Response(404, json.dumps({"error": self.public(exc.message)}).encode("utf-8"))
 
     def _route(self, parts: list[str], query: dict[str, list[str]]) -> Response:
         if not parts or parts == ["index.html"]:
@@ -387,12 +406,34 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "sfc-view"
 
+    def parse_request(self) -> bool:
+        """Parse the request, then refuse it (403) unless it is addressed to the bound address.
+
+        Checked here rather than per method so no verb (and no error page) is
+        ever answered to a foreign ``Host``.
+        """
+        if not super().parse_request():
+            return False
+        hosts = self.headers.get_all("Host") or []
+        addressed = len(hosts) == 1 and hosts[0].strip().lower() in self.server.hosts
+        # An absolute-form target ("GET http://other/ HTTP/1.1") names its own host: refused too.
+        if addressed and self.path.startswith("/"):
+            return True
+        log.info("refused a request for host %r from %s", hosts, self.address_string())
+        body = f"forbidden: this viewer answers only requests to {self.server.url}\n"
+        self.close_connection = True
+        self._send(Response(403, body.encode("utf-8"), "text/plain; charset=utf-8"), body=True)
+        return False
+
     def _respond(self, *, body: bool) -> None:
         try:
             response = self.server.app.handle(self.path)
         except Exception:  # a bug must not take the server down: log it and answer 500
             log.exception("viewer request failed: %s", self.path)
             response = Response(500, b'{"error":"internal error"}')
+        self._send(response, body=body)
+
+    def _send(self, response: Response, *, body: bool) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -415,12 +456,27 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """``Host`` header values that address a server bound to loopback ``host`` at ``port``.
+
+    The literal address and ``localhost``, each with the port (and bare when the
+    port is 80, as browsers then omit it); an IPv6 address is bracketed.
+    """
+    literal = f"[{host}]" if ":" in host else host
+    names = {literal.lower(), "localhost"}
+    hosts = {f"{name}:{port}" for name in names}
+    return frozenset(hosts | names if port == 80 else hosts)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port: int, app: ViewerApp) -> None:
         self.app = app
         super().__init__(("127.0.0.1", port), _Handler)
+        host, bound = self.server_address[:2]
+        self.hosts = allowed_hosts(str(host), int(bound))
+        self.url = f"http://{host}:{bound}/"
 
 
 class ViewerServer:
@@ -447,8 +503,7 @@ class ViewerServer:
     @property
     def url(self) -> str:
         """Address of the viewer page."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        return self._server.url
 
     def start(self) -> ViewerServer:
         """Serve from a background thread (returns at once)."""
