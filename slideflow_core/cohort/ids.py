@@ -87,6 +87,26 @@ def unsafe_reason(value: str) -> str | None:
     return None
 
 
+def printable(text: str) -> str:
+    r"""``text`` safe to show on a terminal: every non-printable character escaped.
+
+    Control characters (ESC, carriage return...) and invisible ones (such as
+    bidirectional overrides) are written as Python escapes (``\x1b``), so a
+    hostile slide id or path in a message can neither recolour nor rewrite the
+    user's terminal. Printable text, accents included, is returned unchanged.
+
+    Examples
+    --------
+    >>> printable("\x1b[31mred")
+    '\\x1b[31mred'
+    >>> printable("Gewebe-µ1")
+    'Gewebe-µ1'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def safe_slide_id(value: str) -> str:
     """Return ``value`` if it is safe as a file name, else raise ``ValueError``.
 

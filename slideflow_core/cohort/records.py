@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from slideflow_core.cohort.ids import printable
 from slideflow_core.errors import ManifestError
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -85,6 +86,7 @@ class Problem:
     hint: str | None = None
 
     def __str__(self) -> str:
+        """One line: where, what, and the fix; ids shown escaped (``'\\x1b[31mred'``)."""
         # The most precise location leads; the others follow in parentheses.
         places = [
             f"line {self.line}" if self.line is not None else None,
@@ -93,8 +95,9 @@ class Problem:
         ]
         known = [p for p in places if p is not None] or ["cohort"]
         head = known[0] + (f" ({', '.join(known[1:])})" if len(known) > 1 else "")
-        text = f"{head}: {self.message}"
-        return f"{text} — {self.hint}" if self.hint else text
+        # Messages quote paths and reader errors that may hold a hostile id.
+        text = f"{head}: {printable(self.message)}"
+        return f"{text} — {printable(self.hint)}" if self.hint else text
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly copy."""
@@ -152,7 +155,7 @@ class ValidationReport:
             )
 
     def _headline(self) -> str:
-        where = f"{self.source}: " if self.source else ""
+        where = f"{printable(self.source)}: " if self.source else ""
         if self.ok:
             return f"{where}{self.n_rows} slide{'' if self.n_rows == 1 else 's'}, no problems"
         return f"{where}{len(self.problems)} problem(s) in {self.n_bad_rows} of {self.n_rows} rows"
