@@ -78,7 +78,7 @@ def test_lookup_by_id_and_ambiguous_ids(cohort: Cohort, slides_dir: Path) -> Non
 def test_subset_keeps_only_its_own_load_problems(tmp_path: Path, slides_dir: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text(
-        f"slide_id,path,mpp\na,{slides_dir / 'small.svs'},zero\nb,{slides_dir / 'small.svs'},\n"
+        f"slide_id,path,mpp\na,{slides_dir / 'small.svs'},,ragged\nb,{slides_dir / 'small.svs'},\n"
     )
     cohort = Cohort.from_manifest(manifest)
     assert not cohort.validate().ok

@@ -20,13 +20,13 @@ def bad_manifest(tmp_path: Path, slides_dir: Path) -> Path:
         f"good,{slides_dir / 'boxes.tiff'},P3,,1",  # 4: duplicate of line 2
         f"../../etc,{small},,,1",  # 5: path traversal in the id
         f"missing,{tmp_path / 'nope.svs'},,,1",  # 6: file not found
-        f"badmpp,{small},,abc,1",  # 7: mpp not a number
-        f"negmpp,{small},,-0.5,2",  # 8: mpp not positive
+        f"\x1b[31mred,{small},,,1",  # 7: a terminal escape sequence in the id
+        f"folder,{slides_dir},,,2",  # 8: a folder, not a file
         "nopath,,,,1",  # 9: empty path
         f"textgrade,{small},,,high",  # 10: text in a numeric label column
         f"CON,{small},,,1",  # 11: Windows device name
         f"ragged,{small},,,1,extra",  # 12: one field too many
-        f"placeholder,{small},,352.8,1",  # 13: a 72-dpi placeholder copied as mpp
+        f" padded,{small},,,1",  # 13: leading whitespace in the id
         f"fine,{slides_dir / 'CMU-1-Small-Region.svs'},P1,0.5,2",  # 14: fine
     ]
     path = tmp_path / "manifest.csv"
@@ -52,13 +52,13 @@ def test_every_kind_of_bad_row_is_reported_in_one_report(bad_manifest: Path) -> 
         4: ("slide_id", "duplicate slide_id 'good', already used on line 2"),
         5: ("slide_id", "unsafe slide_id '../../etc'"),
         6: ("path", "file not found"),
-        7: ("mpp", "mpp must be a positive number of µm per pixel, got 'abc'"),
-        8: ("mpp", "got '-0.5'"),
+        7: ("slide_id", "unsafe slide_id '\\x1b[31mred': contains the control character"),
+        8: ("path", "path is a folder, not a slide file"),
         9: ("path", "path is empty"),
         10: ("grade", "label column 'grade' mixes number and text values"),
         11: ("slide_id", "reserved device name"),
         12: (None, "has 6 fields but the header has 5"),
-        13: ("mpp", "not a microscope calibration"),
+        13: ("slide_id", "starts or ends with whitespace"),
     }
     for line, (column, text) in expected.items():
         (problem,) = by_line[line]
@@ -82,6 +82,7 @@ def test_problems_read_as_sentences_with_line_slide_and_fix(bad_manifest: Path) 
     summary = str(report)
     assert summary.splitlines()[0] == f"{bad_manifest}: 11 problem(s) in 11 of 13 rows"
     assert all(f"line {n} " in summary for n in range(3, 14))
+    assert "\x1b" not in summary and "line 7 (slide '\\x1b[31mred'" in summary
 
 
 def test_raise_for_problems_lists_every_problem(bad_manifest: Path) -> None:

@@ -21,8 +21,9 @@ from slideflow_core.slides import Slide, open_slide
 class Cohort:
     """An ordered, read-only set of slides with their patients, mpp and labels.
 
-    Loading never fails on a bad row: call :meth:`validate` to get every
-    problem at once (and :meth:`ValidationReport.raise_for_problems` to stop).
+    Loading fails on a bad row only for an invalid ``mpp`` (listing every one):
+    for anything else call :meth:`validate` to get every problem at once (and
+    :meth:`ValidationReport.raise_for_problems` to stop).
 
     Parameters
     ----------
@@ -98,8 +99,11 @@ class Cohort:
             If the manifest does not exist.
         ManifestError
             If required columns are missing (naming them and the columns
-            found), column names are duplicated or empty, or the file cannot
-            be parsed. Bad values in rows are left to :meth:`validate`.
+            found), column names are duplicated or empty, the file cannot be
+            parsed, or ``mpp`` values are invalid (``0``, ``-0.5``, ``abc``,
+            ``inf``, ``nan``: every one listed with its line; an empty cell
+            means no override). Other bad values in rows are left to
+            :meth:`validate`.
         """
         return cls._from_loaded(read_manifest(source, root=root))
 
@@ -136,7 +140,7 @@ class Cohort:
         FileNotFoundError
             If the folder does not exist.
         ManifestError
-            If it holds no slide file.
+            If it holds no slide file, or ``labels`` give invalid ``mpp`` values.
         """
         return cls._from_loaded(
             scan_folder(folder, extensions=extensions, recursive=recursive, labels=labels)
@@ -261,7 +265,9 @@ class Cohort:
         """Check every row and return all problems at once.
 
         Always checked: empty, unsafe and duplicate slide ids, empty paths,
-        invalid ``mpp`` values, ragged rows and label columns mixing types.
+        ragged rows and label columns mixing types (invalid ``mpp`` values
+        already stopped loading). Ids and paths in messages are shown with
+        control characters escaped.
 
         Parameters
         ----------

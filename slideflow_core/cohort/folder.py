@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from slideflow_core.cohort.ids import SLIDE_EXTENSIONS, slide_id_from_filename
-from slideflow_core.cohort.manifest import LoadedManifest
+from slideflow_core.cohort.manifest import LoadedManifest, raise_for_bad_mpp
 from slideflow_core.cohort.records import Problem, SlideRecord
-from slideflow_core.cohort.values import MPP_HINT, as_text, native_value, parse_mpp
+from slideflow_core.cohort.values import as_text, native_value, parse_mpp
 from slideflow_core.errors import ManifestError
 
 # Keys of a slide's ``labels`` entry that fill record fields instead of labels.
@@ -44,7 +44,7 @@ def scan_folder(
     FileNotFoundError
         If ``folder`` does not exist.
     ManifestError
-        If it holds no slide file.
+        If it holds no slide file, or ``labels`` give invalid ``mpp`` values.
     """
     root = Path(folder).expanduser().absolute()
     if not root.is_dir():
@@ -68,12 +68,12 @@ def scan_folder(
     labels = labels or {}
     found = [slide_id_from_filename(path.name) for path in files]
     columns = _label_columns(labels, found)
-    records, problems = [], []
+    records, problems, bad_mpp = [], [], []
     for slide_id, path in zip(found, files, strict=True):
         values = labels.get(slide_id, {})
         mpp, error = parse_mpp(values.get("mpp"))
         if error:
-            problems.append(Problem(None, slide_id, "mpp", error, hint=MPP_HINT))
+            bad_mpp.append(Problem(None, slide_id, "mpp", error))
         records.append(
             SlideRecord(
                 slide_id=slide_id,
@@ -83,6 +83,7 @@ def scan_folder(
                 labels={c: native_value(values.get(c)) for c in columns},
             )
         )
+    raise_for_bad_mpp(bad_mpp, str(root))
     for slide_id in sorted(set(labels) - set(found)):
         problems.append(
             Problem(

@@ -2,9 +2,10 @@
 
 A manifest has one row per slide: ``slide_id`` and ``path`` are required,
 ``patient_id`` and ``mpp`` optional, and every other column is a label.
-Reading stops only when the table itself is unusable (missing required
-columns, duplicate or unnamed columns); a bad value in a row becomes a
-:class:`Problem` that validation reports together with everything else.
+Reading stops when the table itself is unusable (missing required columns,
+duplicate or unnamed columns) and when an ``mpp`` value is invalid, since a
+bad calibration must never read as "none given"; any other bad value in a row
+becomes a :class:`Problem` that validation reports with everything else.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from slideflow_core.cohort.ids import printable
 from slideflow_core.cohort.records import Problem, SlideRecord, is_uri
 from slideflow_core.cohort.values import (
     MPP_HINT,
@@ -86,8 +88,9 @@ def read_manifest(
     FileNotFoundError
         If the manifest file does not exist.
     ManifestError
-        If the table is unreadable or lacks ``slide_id``/``path``, or has
-        duplicate or unnamed columns.
+        If the table is unreadable or lacks ``slide_id``/``path``, has
+        duplicate or unnamed columns, or has invalid ``mpp`` values (listing
+        every one with its line).
     """
     if isinstance(source, pd.DataFrame):
         name = None
@@ -121,7 +124,7 @@ def read_manifest(
             )
         base = Path(root).expanduser() if root is not None else path.parent
     _check_columns(columns, name)
-    records, problems = _build_records(columns, rows, text_cells, base.absolute())
+    records, problems = _build_records(columns, rows, text_cells, base.absolute(), name)
     labels = tuple(c for c in columns if c not in RESERVED_COLUMNS)
     return LoadedManifest(tuple(records), labels, tuple(problems), name)
 
@@ -232,6 +235,7 @@ def _build_records(
     rows: Iterable[tuple[int, list[Any]]],
     text_cells: bool,
     base: Path,
+    source: str | None,
 ) -> tuple[list[SlideRecord], list[Problem]]:
     index = {name: i for i, name in enumerate(columns)}
     label_columns = [c for c in columns if c not in RESERVED_COLUMNS]
@@ -239,6 +243,7 @@ def _build_records(
     width = len(columns)
     records: list[SlideRecord] = []
     problems: list[Problem] = []
+    bad_mpp: list[Problem] = []
     for line, raw in rows:
         cells = raw[:width] + [""] * (width - len(raw))
         slide_id = as_text(cells[index["slide_id"]])
@@ -258,7 +263,7 @@ def _build_records(
         patient = as_text(cells[index["patient_id"]]).strip() if "patient_id" in index else ""
         mpp, error = parse_mpp(cells[index["mpp"]]) if "mpp" in index else (None, None)
         if error:
-            problems.append(Problem(line, slide_id or None, "mpp", error, hint=MPP_HINT))
+            bad_mpp.append(Problem(line, slide_id or None, "mpp", error))
         records.append(
             SlideRecord(
                 slide_id=slide_id,
@@ -269,7 +274,28 @@ def _build_records(
                 line=line,
             )
         )
+    raise_for_bad_mpp(bad_mpp, source)
     return records, problems
+
+
+def raise_for_bad_mpp(problems: Sequence[Problem], source: str | None) -> None:
+    """Raise :class:`ManifestError` listing every invalid ``mpp`` value, if there is any.
+
+    Parameters
+    ----------
+    problems
+        One problem per bad ``mpp`` cell (its line or slide, and the value).
+    source
+        Manifest or folder the values came from, named in the message.
+    """
+    if problems:
+        where = f"{printable(source)}: " if source else "manifest: "
+        raise ManifestError(
+            f"{where}{len(problems)} invalid mpp value(s); a bad calibration is not "
+            "read as missing",
+            [str(p) for p in problems],
+            hint=MPP_HINT,
+        )
 
 
 def resolve_path(raw: str, base: Path) -> str:

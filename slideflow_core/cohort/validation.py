@@ -41,8 +41,8 @@ def validate_records(
     label_columns
         Label columns whose values must share one type.
     load_problems
-        Problems already found while reading the manifest (unparsable ``mpp``,
-        ragged rows); they are reported with the rest.
+        Problems already found while reading the manifest (ragged rows, labels
+        of slides with no file); they are reported with the rest.
     source
         Manifest or folder the records came from, for the report's headline.
     check_files

@@ -19,6 +19,9 @@ from slideflow_core.slides.resolution import is_placeholder_mpp
 
 # Cell texts that mean "no value" in CSV exports from pandas, R and spreadsheets.
 MISSING_TEXT = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
+# In an mpp cell "nan" is a number gone wrong (a calibration computed from
+# nothing), not a blank: it is an error, never "use the file's calibration".
+_MISSING_MPP_TEXT = MISSING_TEXT - {"NaN", "nan"}
 _INT_TEXT = re.compile(r"[+-]?\d+")
 _FLOAT_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
@@ -29,10 +32,16 @@ MPP_HINT = (
 
 
 def parse_mpp(value: Any) -> tuple[float | None, str | None]:
-    """Read an ``mpp`` cell: ``(value, None)``, ``(None, None)`` if empty, or ``(None, error)``."""
+    """Read an ``mpp`` cell: ``(value, None)``, ``(None, None)`` if empty, or ``(None, error)``.
+
+    Empty text (or ``NA``, ``N/A``, ``null``) and a missing typed value (``None``,
+    or the NaN pandas stores for an empty float cell) mean no override. Anything
+    else must be a positive, finite calibration: text such as ``nan``, ``inf``,
+    ``0``, ``-0.5`` or ``abc`` is an error naming the value.
+    """
     value = native_value(value)
     if isinstance(value, str):
-        if value.strip() in MISSING_TEXT:
+        if value.strip() in _MISSING_MPP_TEXT:
             return None, None
         try:
             number = float(value)
