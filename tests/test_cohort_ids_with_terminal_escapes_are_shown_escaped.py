@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from slideflow_core.cohort import Cohort, Problem, SlideRecord
-from slideflow_core.cohort.ids import printable
+from slideflow_core.cohort import Cohort, Problem, ProjectLayout, SlideRecord
+from slideflow_core.cohort.ids import ID_HINT, UnsafeSlideIdError, printable
+from slideflow_core.errors import SlideflowError, failure_text
 
 SFC = Path(sys.executable).with_name("sfc")
 RED = "\x1b[31mred"  # ESC [ 31 m: switch the terminal to red
@@ -101,3 +102,13 @@ def test_problems_and_reports_escape_messages_in_code():
 def test_printable_leaves_readable_text_alone():
     assert printable("TCGA-A1 Gewebe-µ ✓.svs") == "TCGA-A1 Gewebe-µ ✓.svs"
     assert printable("a\tb\nc\rd") == "a\\tb\\nc\\rd"
+
+
+def test_refusing_an_id_names_it_escaped_with_a_hint_and_no_traceback():
+    with pytest.raises(UnsafeSlideIdError) as info:
+        ProjectLayout("/tmp/project").store(RED)
+    error = info.value
+    assert isinstance(error, ValueError) and isinstance(error, SlideflowError)
+    assert error.message == "unsafe slide id '\\x1b[31mred': contains the control character '\\x1b'"
+    assert error.hint == ID_HINT
+    assert failure_text(error) == f"{error.message} hint: {ID_HINT}"  # what a runner records

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import unicodedata
 
+from slideflow_core.errors import SlideflowError
+
+#: How to fix an unsafe id, wherever one is reported.
+ID_HINT = "ids name output files; use letters, digits, '-', '_' and '.'"
 #: Longest id accepted, in UTF-8 bytes: file names are limited to 255 bytes and
 #: outputs append suffixes such as ``.zarr``.
 MAX_ID_BYTES = 200
@@ -87,6 +91,10 @@ def unsafe_reason(value: str) -> str | None:
     return None
 
 
+class UnsafeSlideIdError(SlideflowError, ValueError):
+    """A slide id (or run name) that cannot name a file; also a ``ValueError``."""
+
+
 def printable(text: str) -> str:
     r"""``text`` safe to show on a terminal: every non-printable character escaped.
 
@@ -108,7 +116,7 @@ def printable(text: str) -> str:
 
 
 def safe_slide_id(value: str) -> str:
-    """Return ``value`` if it is safe as a file name, else raise ``ValueError``.
+    """Return ``value`` if it is safe as a file name, else raise :class:`UnsafeSlideIdError`.
 
     Parameters
     ----------
@@ -122,25 +130,27 @@ def safe_slide_id(value: str) -> str:
 
     Raises
     ------
-    ValueError
-        If ``value`` is empty, ``.``/``..``, contains ``/`` or ``\\``, a control
+    UnsafeSlideIdError
+        (a ``ValueError``) If ``value`` is empty, ``.``/``..``, contains ``/`` or ``\\``, a control
         character or a character Windows forbids, starts with ``.`` or ``-``,
         starts or ends with whitespace, ends with ``.``, is longer than
         :data:`MAX_ID_BYTES` UTF-8 bytes, or is a Windows device name (``CON``,
-        ``NUL``, ``COM1``...). The message says which.
+        ``NUL``, ``COM1``...). The message says which, with the id escaped.
 
     Examples
     --------
     >>> safe_slide_id("TCGA-A1-A0SB-01Z-00-DX1")
     'TCGA-A1-A0SB-01Z-00-DX1'
-    >>> safe_slide_id("../../etc")
-    Traceback (most recent call last):
-    ...
-    ValueError: unsafe slide id '../../etc': contains a path separator ('/' or '\\')
+    >>> try:
+    ...     safe_slide_id("CON")
+    ... except ValueError as exc:
+    ...     print(exc)
+    unsafe slide id 'CON': 'CON' is a reserved device name on Windows
+    hint: ids name output files; use letters, digits, '-', '_' and '.'
     """
     reason = unsafe_reason(value)
     if reason is not None:
-        raise ValueError(f"unsafe slide id {value!r}: {reason}")
+        raise UnsafeSlideIdError(f"unsafe slide id {value!r}: {reason}", hint=ID_HINT)
     return value
 
 

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from slideflow_core.cohort.ids import unsafe_reason
+from slideflow_core.cohort.ids import ID_HINT, unsafe_reason
 from slideflow_core.cohort.records import Problem, SlideRecord, ValidationReport
 from slideflow_core.cohort.values import value_kind
 from slideflow_core.errors import SlideflowError
@@ -107,7 +107,7 @@ def _id_problems(records: Sequence[SlideRecord]) -> list[Problem]:
                     slide_id,
                     "slide_id",
                     f"unsafe slide_id {slide_id!r}: {reason}",
-                    hint="slide ids name output files; use letters, digits, '-', '_' and '.'",
+                    hint=ID_HINT,
                 )
             )
         if slide_id in first:
