@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from cluster.state import SlideStates
+from slideflow_core.cohort.ids import printable
 from slideflow_core.stages import CohortReport
 
 
@@ -102,7 +103,10 @@ class PipelineReport:
         if len(table):
             table["seconds"] = table["seconds"].map(lambda v: f"{v:.1f}")
         lines = [table.to_string(index=False) if len(table) else "(no stage ran)"]
-        lines += [f"  {f['stage']} {f['slide_id']}: {f['error']}" for f in self.failures]
+        lines += [
+            f"  {f['stage']} {printable(f['slide_id'])}: {printable(str(f['error']))}"
+            for f in self.failures
+        ]
         status = "ok" if self.ok else f"{len(self.failures)} failure(s)"
         lines.append(f"{self.run_dir}: {status} in {self.seconds:.1f}s")
         return "\n".join(lines)

@@ -176,3 +176,13 @@ def test_a_full_disk_fails_its_slide_plainly_and_starts_no_other(tmp_path, execu
     assert {r.status for r in report.results} <= {"failed", "blocked", "done"}
     assert not (project / "stores" / "a.zarr" / "toy.txt").exists()
     assert json.loads((project / "status" / "toy" / "a.json").read_text())["status"] == "failed"
+
+
+def test_reports_never_print_a_slide_ids_terminal_escapes():
+    from slideflow_core.stages import CohortReport
+
+    hostile = "\x1b[31mred\x07"
+    failed = SlideOutcome(hostile, "failed", error=f"cannot read {hostile}")
+    text = str(CohortReport("toy", "toy", (failed,), 1.0, project="p"))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "red" in text

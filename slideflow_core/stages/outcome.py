@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from slideflow_core.cohort.ids import printable
 from slideflow_core.errors import DiskFullError, disk_full, failure_text
 
 #: What a stage can have done to a slide. ``blocked``: an earlier stage failed it.
@@ -206,10 +207,11 @@ class CohortReport:
             return f"(no slides) {self.stage}: {self.part}"
         frame = self.to_frame()
         table = frame[["slide_id", "status", "n_tiles", "seconds"]].copy()
+        table["slide_id"] = table["slide_id"].map(printable)  # ids may hold terminal escapes
         table["seconds"] = table["seconds"].map(lambda v: f"{v:.1f}")
         lines = [table.to_string(index=False)]
         for r in self.failed:
-            lines.append(f"  {r.slide_id}: {r.error}")
+            lines.append(f"  {printable(r.slide_id)}: {printable(str(r.error))}")
         rate = f" ({self.tiles_per_s:.0f} tiles/s)" if self.tiles_done else ""
         startup = f", {self.startup_seconds:.1f}s to start" if self.startup_seconds else ""
         lines.append(
