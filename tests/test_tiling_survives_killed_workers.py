@@ -41,7 +41,7 @@ def test_killed_workers_leave_no_missing_or_duplicate_tiles(ray_session, cmu_svs
     kills: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(
-        target=_kill_workers_running, args=(("band", "plan_or_tile"), kills, stop), daemon=True
+        target=_kill_workers_running, args=(("_unit_task", "_plan_task"), kills, stop), daemon=True
     )
     killer.start()
     try:
