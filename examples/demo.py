@@ -41,6 +41,7 @@ from slideflow_core.commands import format_info, write_png
 from slideflow_core.errors import SlideflowError
 from slideflow_core.synthetic import SyntheticSlideSpec
 from slideflow_core.synthetic.cohort import TUMOUR_CLASS, TumourCohort, write_tumour_cohort
+from tiling import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "data" / "slides"
@@ -52,6 +53,7 @@ SYNTHETIC_SPEC = SyntheticSlideSpec(
     width_px=5120, height_px=5120, mpp=0.5, n_pen_marks=1, associated_images=False
 )
 RUN = "demo-abmil"
+TARGET_MPP = 0.5  # µm/px of the tiles (20x)
 PREDICTIONS = "abmil-all"  # the trained run applied to every slide (training keeps RUN's)
 
 
@@ -77,6 +79,14 @@ def build_manifest(layout: ProjectLayout, samples: Path | None) -> tuple[Path, T
     manifest = layout.root / "slides.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest, synthetic
+
+
+def _kept_tiles(store: Path) -> int:
+    """Tiles of a store that passed QC (0 when the slide was not tiled)."""
+    try:
+        return int(open_store(store).qc()["keep"].sum())
+    except SlideflowError:
+        return 0
 
 
 def write_yaml(path: Path, data: dict) -> Path:
@@ -116,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                 thumbnails.append(
                     write_png(slide.thumbnail(512), layout.thumbnail(record.slide_id))
                 )
+                slide.best_level_for(TARGET_MPP)  # can it be read at the tiling resolution?
         except SlideflowError as exc:  # one bad slide never stops the demo
             print(f"{record.slide_id}: {exc}")
+            bad.add(record.slide_id)
         print()
 
     valid = layout.root / "valid.csv"
@@ -125,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = {
         "run_dir": str(layout.root),
         "stages": ["tile", "embed"],
-        "tile": {"mpp": 0.5, "tile_px": 256},
+        "tile": {"mpp": TARGET_MPP, "tile_px": 256},
         "embed": {"model": "handcrafted"},
     }
     print("\n== 1. tile and embed (sfc run: local Ray, 256 px at 0.5 µm/px, handcrafted features)")
-    failed = sfc("run", valid, "--config", write_yaml(layout.root / "pipeline.yaml", pipeline))
+    failed = bool(
+        sfc("run", valid, "--config", write_yaml(layout.root / "pipeline.yaml", pipeline))
+    )
 
     print("\n== 2. MIL (sfc mil train: ABMIL, 3-fold patient-grouped CV, tumour vs normal)")
     training = {
@@ -147,19 +161,26 @@ def main(argv: list[str] | None = None) -> int:
         "heatmaps": 2,
     }  # fmt: skip
     trained = sfc("mil", "train", write_yaml(layout.root / "abmil.yaml", training), "--overwrite")
-    failed = failed or trained
+    failed |= bool(trained)
     if not trained:
         regions = regions_from_geojson(synthetic.annotations(), classes=[TUMOUR_CLASS])
         print(f"attention vs tumour outline: {localise(layout.root, RUN, regions)}")
-        failed = failed or sfc("mil", "report", layout.run(RUN))
+        failed |= bool(sfc("mil", "report", layout.run(RUN)))
 
     print("\n== 3. every stage (sfc run: tile and embed resume, cells, predictions, overlays)")
+    # A slide where no tile passed tissue detection and QC has nothing to predict from.
+    tiled = Cohort.from_manifest(valid)
+    empty = [s for s in tiled.slide_ids if not _kept_tiles(layout.store(s))]
+    if empty:
+        print(f"left out (no tile passed tissue detection and QC): {', '.join(empty)}")
+    valid = layout.root / "with-tissue.csv"
+    tiled.subset([s for s in tiled.slide_ids if s not in empty]).write(valid)
     pipeline["stages"] = ["tile", "embed", "segment", "predict", "export"]
     pipeline["segment"] = {"segmenter": "classical"}
     pipeline["predict"] = {"run": str(layout.run(RUN)), "name": PREDICTIONS}
     pipeline["export"] = {"run": PREDICTIONS}
     config = write_yaml(layout.root / "pipeline-all.yaml", pipeline)
-    failed = failed or sfc("run", valid, "--config", config)
+    failed |= bool(sfc("run", valid, "--config", config))
 
     print("\n== outputs")
     print(f"manifest     {manifest}")
