@@ -25,6 +25,9 @@ IDENTITY = {"model": "m"}
 CHUNK = "features/m/features/c/1/0"
 
 
+pytestmark = pytest.mark.fault
+
+
 def _write(store, rng_seed=0):
     values = np.random.default_rng(rng_seed).normal(size=(N, DIM)).astype(np.float32)
     with write_features(

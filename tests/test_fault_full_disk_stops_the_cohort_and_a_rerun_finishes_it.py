@@ -18,6 +18,8 @@ import pytest
 from slideflow_core.store import part_state
 from tiling import TilingConfig, open_store, tile_cohort
 
+pytestmark = pytest.mark.fault
+
 CONFIG = TilingConfig(mpp=0.5, tile_px=128, shard_tiles=64, compressor="zstd")
 
 

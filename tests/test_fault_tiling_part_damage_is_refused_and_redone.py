@@ -18,6 +18,8 @@ from slideflow_core.store import StoreCorruptError, StoreError, part_state, read
 from slideflow_core.verify import repair, verify
 from tiling import TilingConfig, open_store, tile_cohort
 
+pytestmark = pytest.mark.fault
+
 CONFIG = TilingConfig(mpp=0.5, tile_px=128, shard_tiles=32, band_tiles=64)
 SHARD = "tiles/c/2/0/0/0"  # tiles 64-95
 

@@ -18,6 +18,8 @@ from slideflow_core.store import (
     write_part,
 )
 
+pytestmark = pytest.mark.fault
+
 CALLS = 150
 
 
