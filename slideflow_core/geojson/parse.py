@@ -332,7 +332,7 @@ def _positions(raw: Any, where: str, kind: str, budget: CoordinateBudget) -> np.
         found = "a huge integer or a null" if xy.dtype.kind == "O" else "text or true/false"
         raise GeoJSONError(
             f"{where}: {kind} coordinates must be numbers of level-0 pixels (found {found})",
-            hint=shape_hint,
+            hint="each position is [x, y] as plain JSON numbers within ±1e9",
         )
     budget.spend(len(xy), where)
     xy = xy[:, :2].astype(np.float64)
