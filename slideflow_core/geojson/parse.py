@@ -47,7 +47,7 @@ MAX_COORDINATES_PER_FEATURE = 2_000_000
 #: already take over a GB as shapely geometries.
 MAX_COORDINATES_PER_FILE = 50_000_000
 #: Largest |x| or |y| in level-0 pixels. Slides are < 1e6 px a side, so anything beyond
-#: is a unit or export error; it also keeps GEOS arithmetic exact to well under a pixel.
+#: is a unit or export error; below it float64 (and GEOS) resolve far finer than a pixel.
 MAX_ABS_COORDINATE_PX = 1e9
 #: GeometryCollections inside GeometryCollections: QuPath writes none, GEOS recurses on them.
 MAX_COLLECTION_DEPTH = 4
@@ -169,9 +169,11 @@ class _Text:
                 if cut and self._more(held):
                     continue
                 raise self._invalid(what, exc) from None
-            except ValueError as exc:  # an integer of thousands of digits
+            except ValueError:  # an integer past Python's 4300-digit conversion limit
                 raise GeoJSONError(
-                    f"{self.path}: {what} holds a number too long to read ({exc})", hint=_HINT
+                    f"{self.path}: {what} holds a number too long to read "
+                    f"(thousands of digits, at {self.where(self.pos)})",
+                    hint=_HINT,
                 ) from None
             if end == len(self.text) and self._more(end - self.pos):
                 continue  # a number at the end of the buffer may go on in the next chunk
@@ -216,7 +218,7 @@ def iter_raw_features(path: Path) -> Iterator[Any]:
         text = _Text(handle, path)
         first = text.peek()
         if first == "[":
-            yield from _array(text, 0)
+            yield from _array(text)
         elif first == "{":
             yield from _top_object(text)
         elif not first:
@@ -230,13 +232,13 @@ def iter_raw_features(path: Path) -> Iterator[Any]:
             )
 
 
-def _array(text: _Text, start: int) -> Iterator[Any]:
-    """Elements of the array at the cursor, as features numbered from ``start``."""
+def _array(text: _Text) -> Iterator[Any]:
+    """Elements of the features array at the cursor."""
     text.take("[", "to open the features")
     if text.peek() == "]":
         text.pos += 1
         return
-    index = start
+    index = 0
     while True:
         yield text.value(f"feature {index}")
         index += 1
@@ -261,7 +263,7 @@ def _top_object(text: _Text) -> Iterator[Any]:
                 raise text.unexpected(repr(key)[:20], "a member name in double quotes")
             text.take(":", f"after member name {key!r}")
             if key == "features" and text.peek() == "[":
-                yield from _array(text, 0)  # its type is checked once the object is closed
+                yield from _array(text)  # its type is checked once the object is closed
                 streamed = True
             else:
                 head[key] = text.value(f"member {key!r}")
@@ -332,7 +334,7 @@ def _positions(raw: Any, where: str, kind: str, budget: CoordinateBudget) -> np.
         found = "a huge integer or a null" if xy.dtype.kind == "O" else "text or true/false"
         raise GeoJSONError(
             f"{where}: {kind} coordinates must be numbers of level-0 pixels (found {found})",
-            hint="each position is [x, y] as plain JSON numbers within ±1e9",
+            hint=f"each position is [x, y] as JSON numbers within ±{MAX_ABS_COORDINATE_PX:.0e}",
         )
     budget.spend(len(xy), where)
     xy = xy[:, :2].astype(np.float64)

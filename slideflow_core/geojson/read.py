@@ -6,6 +6,11 @@ features, plain or gzipped. Coordinates are level-0 pixels with y pointing
 down, as QuPath writes them; pass ``offset`` to move them into another frame
 (see :func:`slideflow_core.geojson.objects.origin_offset` for slides with
 OpenSlide bounds, whose QuPath coordinates start at the bounds origin).
+
+Files are streamed one feature at a time and every coordinate is checked
+(:mod:`slideflow_core.geojson.parse` holds the limits), so a hostile or huge
+file gives a :class:`GeoJSONError` naming the file and feature, and a region
+of interest costs memory for its polygons, not for the file's text.
 """
 
 from __future__ import annotations

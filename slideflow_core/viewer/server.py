@@ -422,7 +422,8 @@ class _Handler(BaseHTTPRequestHandler):
         log.info("refused a request for host %r from %s", hosts, self.address_string())
         body = f"forbidden: this viewer answers only requests to {self.server.url}\n"
         self.close_connection = True
-        self._send(Response(403, body.encode("utf-8"), "text/plain; charset=utf-8"), body=True)
+        refusal = Response(403, body.encode("utf-8"), "text/plain; charset=utf-8")
+        self._send(refusal, body=self.command != "HEAD")
         return False
 
     def _respond(self, *, body: bool) -> None:
