@@ -36,6 +36,7 @@ from slideflow_core.geojson.overlays import StoreOverlays
 from slideflow_core.geojson.read import (
     GeoFeature,
     GeoJSONError,
+    iter_geojson,
     polygons_of,
     read_geojson,
     read_labels,
@@ -63,6 +64,7 @@ __all__ = [
     "export_store",
     "export_stores",
     "find_stores",
+    "iter_geojson",
     "origin_offset",
     "polygons_of",
     "read_geojson",
