@@ -71,6 +71,12 @@ def register_tile(subparsers: argparse._SubParsersAction) -> None:
         "--coords-only", action="store_true", help="store coordinates and QC, not pixels"
     )
     parser.add_argument("--overwrite", action="store_true", help="re-tile incompatible stores")
+    parser.add_argument(
+        "--executor",
+        choices=["tasks", "local"],
+        default="tasks",
+        help="tasks: Ray tasks, bands of big slides in parallel; local: this process, no Ray",
+    )
     add_ray_options(parser)
     parser.set_defaults(func=_run_tile)
 
@@ -102,6 +108,7 @@ def _run_tile(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        executor=args.executor,
     )
     print(report)
     print(f"stores: {Path(args.out).resolve() / 'stores'}")
