@@ -24,7 +24,7 @@ from cluster_fixtures import TILING, assert_complete_once, write_manifest
 import cluster
 from slideflow_core.store import part_state, read_store_attrs
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
 def _kill_session(session: int) -> None:

@@ -17,7 +17,7 @@ from embedders import embed_cohort
 from slideflow_core.features import read_features
 from tiling import open_store
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
 def _kill_embedding_actor(kills: list[int], stop: threading.Event) -> None:

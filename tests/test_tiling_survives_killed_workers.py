@@ -14,7 +14,7 @@ import pytest
 
 from tiling import TilingConfig, open_store, tile_cohort
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
 def _kill_workers_running(names: tuple[str, ...], kills: list[int], stop: threading.Event) -> None:
