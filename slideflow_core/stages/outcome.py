@@ -122,7 +122,8 @@ class CohortReport:
     project
         The project folder.
     startup_seconds
-        Of ``seconds``, the time until the workers were ready (Ray start, models).
+        Of ``seconds``, the time until the first slide could start: the stage's
+        checks (importing its models' code), Ray, and building the workers' models.
     info
         What the workers held and how they ran (model, actors, executor).
     """

@@ -236,9 +236,10 @@ def run_cohort(
     ids, slides, results = resolve_slides(stage, layout, cohort)
     stage.prepare(layout)  # before any folder is made: a mistyped project makes nothing
     layout.ensure()
+    prepared = time.time()
     with stage_lock(layout, stage):
         return _run_locked(
-            stage, layout, ids, slides, results, started,
+            stage, layout, ids, slides, results, started, prepared,
             overwrite=overwrite, executor=executor, address=address, num_cpus=num_cpus,
             progress=progress, max_in_flight=max_in_flight,
         )  # fmt: skip
@@ -251,6 +252,7 @@ def _run_locked(
     slides: list[SlideRef],
     results: list[SlideOutcome],
     started: float,
+    prepared: float,
     *,
     overwrite: bool,
     executor: str,
@@ -303,7 +305,8 @@ def _run_locked(
         results=tuple(results),
         seconds=time.time() - started,
         project=str(layout.root),
-        startup_seconds=sink.startup_seconds,
+        # Start-up: the stage's checks (imports of its models' code), Ray, the workers.
+        startup_seconds=prepared - started + sink.startup_seconds,
         info=sink.info,
     )
     stage.finish(layout, report)
