@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from slideflow_core.cohort import ProjectLayout
 from slideflow_core.stages.outcome import CohortReport, SlideOutcome
 
-Executor = Literal["tasks", "actors", "local"]
+#: Where a stage's work runs: Ray tasks, long-lived Ray actors, or this process.
 EXECUTORS: tuple[str, ...] = ("tasks", "actors", "local")
 
 
