@@ -46,6 +46,11 @@ class Sink:
         #: Set when a slide failed for a full disk: no new slide is started after it.
         self.stopped = False
 
+    def seen(self, tiles: int) -> None:
+        """Tiles whose slide's size was not known beforehand, counted and done at once."""
+        self.planned(tiles)
+        self.advanced(tiles)
+
 
 def run_slide(
     stage: Stage,
@@ -62,6 +67,13 @@ def run_slide(
     planned = stage.plan(slide, resource, overwrite=overwrite)
     if isinstance(planned, SlideOutcome):
         return planned
+    return _run_plan(stage, planned, resource, progress)
+
+
+def _run_plan(
+    stage: Stage, planned: Plan, resource: Any, progress: Callable[[int], None] | None
+) -> SlideOutcome:
+    """Run a planned slide's units one after another, then commit it."""
     done, results = 0, []
     for unit in planned.units:
 
@@ -118,8 +130,7 @@ def run_local(
         def progress(done: int) -> None:
             nonlocal shown
             if done > shown:  # the bar's total grows as slides reveal their size
-                sink.planned(done - shown)
-                sink.advanced(done - shown)
+                sink.seen(done - shown)
                 shown = done
 
         outcome = process_slide(stage, slide, resource, overwrite=overwrite, progress=progress)
@@ -134,8 +145,7 @@ def _plan_task(stage: Stage, slide: SlideRef, resource: Any, overwrite: bool) ->
     planned = stage.plan(slide, resource, overwrite=overwrite)
     if isinstance(planned, SlideOutcome) or len(planned.units) > 1:
         return planned
-    results = [stage.run(planned, unit, resource, _ignore) for unit in planned.units]
-    return stage.commit(planned, results, resource)
+    return _run_plan(stage, planned, resource, None)
 
 
 def _unit_task(stage: Stage, plan: Plan, unit: Unit, resource: Any) -> Any:
@@ -233,8 +243,7 @@ def run_tasks(
                 pending[ref] = ("commit", slide, None)
         else:  # an outcome: a skip, a one-unit slide, or a commit
             if kind == "plan" and value.status == "done":
-                sink.planned(value.n_tiles)
-                sink.advanced(value.n_tiles)
+                sink.seen(value.n_tiles)
             plans.pop(sid, None)
             sink.finished(value)
         submit()
@@ -350,8 +359,7 @@ def run_actors(
         delta = done - shown.get(slide_id, 0)
         if delta > 0:
             shown[slide_id] = done
-            sink.planned(delta)
-            sink.advanced(delta)
+            sink.seen(delta)
 
     def submit(index: int) -> None:
         if todo and not sink.stopped:
