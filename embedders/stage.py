@@ -30,6 +30,7 @@ from slideflow_core.stages import (
     SlideRef,
     StageDefaults,
     Unit,
+    config_from,
     run_cohort,
     run_slide,
 )
@@ -232,14 +233,8 @@ def embed_cohort(
     SlideflowError
         If the project has no stores, the model is unknown, or it cannot be built.
     """
-    if isinstance(model_or_config, EmbedConfig):
-        if options:
-            raise TypeError("give either an EmbedConfig or its fields as keyword arguments")
-        config = model_or_config
-    else:
-        config = EmbedConfig(model=model_or_config, **options)
     return run_cohort(
-        EmbedStage(config),
+        EmbedStage(config_from(EmbedConfig, model_or_config, options, field="model")),
         project,
         cohort,
         overwrite=overwrite,

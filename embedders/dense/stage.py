@@ -29,6 +29,7 @@ from slideflow_core.stages import (
     SlideRef,
     StageDefaults,
     Unit,
+    config_from,
     run_cohort,
     run_slide,
 )
@@ -141,12 +142,7 @@ def segment_cohort(
         Per-slide outcomes (``details["n_cells"]``); also written to
         ``<project>/status/segment.json`` and ``<project>/status/segment/<slide_id>.json``.
     """
-    if isinstance(segmenter_or_config, SegmentConfig):
-        if options:
-            raise TypeError("give either a SegmentConfig or its fields as keyword arguments")
-        config = segmenter_or_config
-    else:
-        config = SegmentConfig(segmenter=segmenter_or_config, **options)
+    config = config_from(SegmentConfig, segmenter_or_config, options, field="segmenter")
     return run_cohort(
         SegmentStage(config),
         project,

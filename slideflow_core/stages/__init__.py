@@ -19,6 +19,7 @@ from slideflow_core.stages.protocol import (
 )
 from slideflow_core.stages.registry import (
     StageConfigError,
+    config_from,
     create_stage,
     list_stages,
     stage_config,
@@ -40,6 +41,7 @@ __all__ = [
     "StageDefaults",
     "StageError",
     "Unit",
+    "config_from",
     "create_stage",
     "list_stages",
     "process_slide",

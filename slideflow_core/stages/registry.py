@@ -12,13 +12,14 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 from slideflow_core.errors import SlideflowError
 from slideflow_core.registry import Registry
 from slideflow_core.stages.protocol import Stage
 
 ENTRY_POINT_GROUP = "sfc.stages"
+T = TypeVar("T")
 
 
 class StageConfigError(SlideflowError):
@@ -74,6 +75,24 @@ def stage_config(name: str, values: Mapping[str, Any] | Any | None = None) -> An
         raise
     except (TypeError, ValueError) as exc:
         raise StageConfigError(f"{name}: {exc}", hint="fix the setting and retry") from exc
+
+
+def config_from(config_cls: type[T], given: Any, options: Mapping[str, Any], *, field: str) -> T:
+    """A stage's config from a Python call: ``given`` itself when it is one, else
+    ``config_cls(**{field: given}, **options)`` (``embed_cohort(project, "uni", batch_size=8)``).
+
+    Raises
+    ------
+    TypeError
+        If both a config and field keyword arguments are given.
+    """
+    if isinstance(given, config_cls):
+        if options:
+            raise TypeError(
+                f"give either a {config_cls.__name__} or its fields as keyword arguments"
+            )
+        return given
+    return config_cls(**{field: given, **options})
 
 
 def create_stage(name: str, config: Mapping[str, Any] | Any | None = None) -> Stage:
