@@ -148,10 +148,10 @@ class PredictStage(StageDefaults):
         """Fail fast when the run folder is missing, not a MIL run or lacks the fold."""
         self.part()  # reads the run's facts, raising MILError for any of those
 
-    def _identity(self, store: str) -> dict[str, Any] | None:
-        """The identity a slide's prediction would have, or ``None`` without features."""
+    def _identity(self, parts: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The identity a slide's prediction would have (from the store's ``parts``
+        record), or ``None`` without features."""
         facts = self.facts
-        parts = read_store_attrs(store).get("parts", {})
         info = parts.get(features_part(facts.features))
         if not info or not info.get("complete"):
             return None
@@ -162,7 +162,7 @@ class PredictStage(StageDefaults):
     def done(self, store: str) -> bool:
         """The slide's ``attention/<name>`` is complete, made by this run from its features."""
         try:
-            identity = self._identity(store)
+            identity = self._identity(read_store_attrs(store).get("parts", {}))
         except StoreError:
             return False
         return identity is not None and part_state(store, self.part(), identity) == "complete"
@@ -196,7 +196,8 @@ class PredictStage(StageDefaults):
             ``attention/<name>`` made differently and ``overwrite`` is False.
         """
         features = self.facts.features
-        identity = self._identity(slide.store)
+        parts = read_store_attrs(slide.store).get("parts", {})
+        identity = self._identity(parts)
         if identity is None:
             raise MILError(
                 f"{slide.store} has no complete features/{features}",
@@ -204,7 +205,7 @@ class PredictStage(StageDefaults):
             )
         state = part_state(slide.store, self.part(), identity)
         if state == "complete" and not overwrite:
-            info = read_store_attrs(slide.store)["parts"][self.part()]
+            info = parts[self.part()]
             return SlideOutcome(
                 slide.slide_id,
                 "skipped",
@@ -219,7 +220,7 @@ class PredictStage(StageDefaults):
                 hint="pass overwrite=True (--overwrite) to replace it, or name= (--name) "
                 "to keep both",
             )
-        n = int(read_store_attrs(slide.store)["parts"][features_part(features)]["n"])
+        n = int(parts[features_part(features)]["n"])
         if n == 0:  # an empty bag would get the head's bias as a confident-looking prediction
             raise MILError(
                 f"{slide.store} has no tile to predict from (features/{features} has 0 tiles)",
