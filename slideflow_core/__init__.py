@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from slideflow_core.codecs import register_codecs
 from slideflow_core.errors import (
     ManifestError,
     MissingResolutionError,
@@ -17,6 +18,9 @@ from slideflow_core.errors import (
     SlideReadError,
 )
 from slideflow_core.slides import Slide, list_readers, open_slide
+
+# Stores written with the JPEG tile codec open with plain zarr once this package is imported.
+register_codecs()
 
 try:
     __version__ = version("slideflow-core")
