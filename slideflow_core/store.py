@@ -224,6 +224,7 @@ def mark_part(
             record[MANIFEST] = old[MANIFEST]
         parts[part] = record
         group.attrs["parts"] = parts
+        _keep_backup(store, group)
 
 
 def unmark_part(store: str | os.PathLike[str], part: str) -> None:
@@ -233,6 +234,38 @@ def unmark_part(store: str | os.PathLike[str], part: str) -> None:
         parts = dict(group.attrs.get("parts", {}))
         if parts.pop(part, None) is not None:
             group.attrs["parts"] = parts
+            _keep_backup(store, group)
+
+
+def backup_path(store: str | os.PathLike[str]) -> Path:
+    """``.<slide_id>.zarr.attrs.json`` beside a store: a copy of its root attributes.
+
+    Rewritten with every marker (under the marker lock), so when the root
+    ``zarr.json`` is damaged, the slide's file and the config of every part it
+    held are still known and ``sfc verify --repair`` can rebuild them.
+    """
+    path = Path(store)
+    return path.parent / f".{path.name.removesuffix(PARTIAL_SUFFIX)}.attrs.json"
+
+
+def read_backup(store: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The root attributes last recorded beside ``store``, or ``None`` (none, or unreadable)."""
+    if is_uri(os.fspath(store)):
+        return None
+    try:
+        attrs = json.loads(backup_path(store).read_text())
+    except (OSError, ValueError):
+        return None
+    return attrs if isinstance(attrs, dict) else None
+
+
+def _keep_backup(store: str | os.PathLike[str], group: zarr.Group) -> None:
+    if is_uri(os.fspath(store)):
+        return
+    path = backup_path(store)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(group.attrs.asdict()))
+    os.replace(tmp, path)
 
 
 _PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
