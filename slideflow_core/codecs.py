@@ -100,14 +100,18 @@ class JpegCodec(ArrayBytesCodec):
 
 
 def encode_jpeg(image: np.ndarray, *, quality: int) -> bytes:
-    """One RGB image (leading sizes of 1 allowed) as a baseline JFIF JPEG stream."""
+    """One RGB image (leading sizes of 1 allowed) as a baseline JFIF JPEG stream.
+
+    Chroma is kept at full resolution (4:4:4): on H&E, 4:2:0 subsampling costs
+    about 10 dB of PSNR (30 instead of 41 dB at quality 90) for a third less size.
+    """
     import imagecodecs
 
     pixels = np.asarray(image, np.uint8)
     pixels = pixels.reshape(pixels.shape[-3:])
     if pixels.shape[-1] != 3:
         raise ValueError(f"JPEG chunks must be (…, H, W, 3), got {image.shape}")
-    return bytes(imagecodecs.jpeg8_encode(pixels, level=quality))
+    return bytes(imagecodecs.jpeg8_encode(pixels, level=quality, subsampling="444"))
 
 
 def complete_jpeg(data: bytes, tables: bytes | None, *, rgb: bool) -> bytes:

@@ -20,7 +20,7 @@ from tiling import TilingConfig, open_store, tile_cohort
 
 pytestmark = pytest.mark.fault
 
-CONFIG = TilingConfig(mpp=0.5, tile_px=128, shard_tiles=64, compressor="zstd")
+CONFIG = TilingConfig(mpp=0.5, tile_px=128, shard_tiles=64, codec="zstd")
 
 
 @pytest.fixture

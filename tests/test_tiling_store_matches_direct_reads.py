@@ -1,4 +1,4 @@
-"""Stored tiles are exactly what the slide gives at that position and resolution."""
+"""Stored tiles are exactly what the slide gives at that position and resolution, when lossless."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from tiling import TilingConfig, open_cohort, open_store, tile_slide
 @pytest.fixture(scope="module")
 def native_store(cmu_svs, tmp_path_factory):
     store = tmp_path_factory.mktemp("stores") / "cmu.zarr"
-    result = tile_slide(cmu_svs, store, TilingConfig(mpp=0.499, tile_px=128, shard_tiles=32))
+    result = tile_slide(
+        cmu_svs, store, TilingConfig(mpp=0.499, tile_px=128, shard_tiles=32, codec="zstd")
+    )
     assert result.status == "done"
     return store
 
@@ -32,7 +34,7 @@ def test_stored_tiles_equal_direct_read_region_pixel_for_pixel(native_store, cmu
 
 def test_resized_tiles_equal_read_at(cmu_svs, tmp_path):
     store = tmp_path / "cmu-1um.zarr"
-    tile_slide(cmu_svs, store, TilingConfig(mpp=1.0, tile_px=64, shard_tiles=16))
+    tile_slide(cmu_svs, store, TilingConfig(mpp=1.0, tile_px=64, shard_tiles=16, codec="zstd"))
     tiles = open_store(store)
     assert tiles.info["resized"] is True
     assert tiles.info["mpp_actual"] == 1.0
@@ -56,6 +58,7 @@ def test_store_records_provenance(native_store, cmu_svs):
     assert info["coordinate_space"] == "level0_px"
     assert "zarr" in info["versions"]
     assert info["backend"]["backend"] == "openslide"
+    assert info["codec"] == "zstd"
     assert tiles.attrs["tissue"]["detector"] == "clam"
 
 

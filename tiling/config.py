@@ -14,6 +14,10 @@ from slideflow_core.slides import DEFAULT_TOLERANCE, parse_magnification
 from tiling.qc import QCThresholds
 
 EdgePolicy = Literal["drop", "pad"]
+#: Ways to store tile pixels (see ``TilingConfig.codec``).
+CODECS = ("auto", "jpeg-passthrough", "jpeg", "zstd", "lz4", "none")
+#: Reductions QC can be computed at (libjpeg's DCT scales).
+QC_SCALES = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,8 +67,23 @@ class TilingConfig:
         are stored and pixels are read from the slide later, as CLAM/TRIDENT do.
     read_method
         Tile reading strategy (``"auto"``, ``"native"``, ``"region"``, ``"per_tile"``).
-    compressor
-        Codec for stored pixels: ``"zstd"`` (default), ``"lz4"`` or ``"none"``.
+    codec
+        How tile pixels are stored. ``"jpeg-passthrough"``: the slide's own JPEG
+        tiles are copied into the store undecoded; only possible when the grid is
+        the level's native tile grid (same tile size, no resize, no overlap, no
+        stain normalisation). ``"jpeg"``: decoded pixels re-encoded at
+        ``jpeg_quality`` (lossy; a resize by 2, 4 or 8 is then done by libjpeg's
+        DCT scaling instead of a full decode and an area resize). ``"zstd"``,
+        ``"lz4"``, ``"none"``: lossless, pixels equal to ``Slide.read_at``.
+        ``"auto"`` (default): pass-through where the grid allows it, else ``"jpeg"``.
+        The codec used is recorded per slide in the store.
+    jpeg_quality
+        libjpeg quality (1-100) of re-encoded tiles.
+    qc_scale
+        QC metrics are computed on tiles reduced this many times (1, 2, 4 or 8;
+        fewer when a tile would fall under 16 px). 8 (default) lets JPEG-tiled
+        slides be checked from a DCT-scaled decode, without decoding tiles in
+        full; 1 is full-resolution QC. ``blur`` depends on it.
     shard_tiles
         Tiles per Zarr shard (one file holds this many tiles).
     band_tiles
@@ -88,7 +107,9 @@ class TilingConfig:
     stain_reference: str | None = None
     store_pixels: bool = True
     read_method: str = "auto"
-    compressor: str = "zstd"
+    codec: str = "auto"
+    jpeg_quality: int = 90
+    qc_scale: int = 8
     shard_tiles: int = 256
     band_tiles: int = 1024
 
@@ -104,8 +125,12 @@ class TilingConfig:
             raise ValueError(f"edge must be 'drop' or 'pad', got {self.edge!r}")
         if not 0 <= self.min_tissue_fraction <= 1:
             raise ValueError("min_tissue_fraction must be within [0, 1]")
-        if self.compressor not in ("zstd", "lz4", "none"):
-            raise ValueError(f"compressor must be zstd, lz4 or none, got {self.compressor!r}")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}; got {self.codec!r}")
+        if not (isinstance(self.jpeg_quality, int) and 1 <= self.jpeg_quality <= 100):
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality!r}")
+        if self.qc_scale not in QC_SCALES:
+            raise ValueError(f"qc_scale must be one of {QC_SCALES}, got {self.qc_scale!r}")
         if self.stain is not None and not self.stain_reference:
             raise ValueError("stain normalisation needs stain_reference (an image or a slide)")
         if self.shard_tiles < 1 or self.band_tiles < self.shard_tiles:

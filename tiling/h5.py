@@ -178,7 +178,6 @@ def import_h5(
             tile_px=tile_px,
             qc_columns=QC_COLUMNS,
             store_pixels=False,
-            compressor=config.compressor,
             shard_tiles=config.shard_tiles,
             tissue_mask=None,
             attrs={

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import shapely
-from shapely.geometry import mapping
+from shapely.geometry import MultiPolygon, mapping
 
-from slideflow_core.geojson import read_roi
+from slideflow_core.geojson import GeoJSONError, read_roi
 from slideflow_core.provenance import file_fingerprint, package_versions, run_context
 from slideflow_core.slides import Slide, open_slide
 from slideflow_core.stages import SlideOutcome
@@ -29,8 +29,8 @@ from slideflow_core.store import (
 )
 from tiling.config import TilingConfig
 from tiling.grid import plan_grid
+from tiling.pixels import choose_codec, qc_reduction, read_batches
 from tiling.qc import QC_COLUMNS, qc_keep, tile_qc
-from tiling.reader import TileReader
 from tiling.stain import create_normalizer, fit_to_slide
 from tiling.store import PART, BandWriter, create_tile_store, finish_tile_store
 from tiling.tissue import detect_tissue
@@ -71,8 +71,45 @@ class SlideTask:
 
 
 @dataclass(frozen=True)
+class RunInputs:
+    """What every slide of a run shares, read once per run: the region of interest.
+
+    A ROI that can't be read is kept as its error and raised for each slide, so
+    every slide fails with the same one-line message.
+    """
+
+    roi: MultiPolygon | None = None
+    roi_error: tuple[str, str | None] | None = None
+
+    @classmethod
+    def load(cls, config: TilingConfig) -> RunInputs:
+        """Parse ``config.roi`` (if any) once."""
+        if not config.roi:
+            return cls()
+        try:
+            return cls(roi=read_roi(config.roi))
+        except GeoJSONError as exc:
+            return cls(roi_error=(exc.message, exc.hint))
+
+    def roi_within(self, bounds: tuple[int, int, int, int]) -> MultiPolygon | None:
+        """The ROI clipped to a slide's level-0 box ``x, y, width, height``.
+
+        Raises
+        ------
+        GeoJSONError
+            If the ROI file could not be read.
+        """
+        if self.roi_error is not None:
+            raise GeoJSONError(self.roi_error[0], hint=self.roi_error[1])
+        if self.roi is None:
+            return None
+        x, y, width, height = bounds
+        return shapely.clip_by_rect(self.roi, x, y, x + width, y + height)
+
+
+@dataclass(frozen=True)
 class SlidePlan:
-    """A planned slide: its partial store exists and its bands are known."""
+    """A planned slide: its partial store exists, its bands and pixel codec are known."""
 
     task: SlideTask
     partial: str
@@ -82,6 +119,8 @@ class SlidePlan:
     read_px: int
     stain: dict[str, Any] | None
     started: float
+    codec: str = "zstd"
+    codec_reason: str = "requested"
 
 
 def check_existing(task: SlideTask, *, overwrite: bool) -> SlideOutcome | None:
@@ -111,14 +150,21 @@ def check_existing(task: SlideTask, *, overwrite: bool) -> SlideOutcome | None:
     return None
 
 
-def plan_slide(task: SlideTask) -> SlidePlan:
-    """Detect tissue, lay the grid and create the partial store with coordinates."""
+def plan_slide(task: SlideTask, inputs: RunInputs | None = None) -> SlidePlan:
+    """Detect tissue, lay the grid, choose the codec and create the partial store with coordinates.
+
+    ``inputs`` are the run's shared inputs (parsed here when not given).
+    """
     started = time.time()
     config = task.config
+    inputs = inputs if inputs is not None else RunInputs.load(config)
     with task.open() as slide:
+        roi = inputs.roi_within(slide.bounds or (0, 0, *slide.dimensions))
         tissue = detect_tissue(slide, method=config.tissue_method, **config.tissue_params)
-        roi = read_roi(config.roi) if config.roi else None
         grid = plan_grid(slide, config, tissue=tissue, roi=roi)
+        codec, codec_reason = choose_codec(
+            slide, config, level=grid.level, read_px=grid.read_px, coords=grid.coords
+        )
         stain = _fit_stain(slide, tissue, config)
         attrs = {
             "slide_id": task.slide_id,
@@ -138,7 +184,8 @@ def plan_slide(task: SlideTask) -> SlidePlan:
             tile_px=config.tile_px,
             qc_columns=QC_COLUMNS,
             store_pixels=config.store_pixels,
-            compressor=config.compressor,
+            codec=codec,
+            jpeg_quality=config.jpeg_quality,
             shard_tiles=config.shard_tiles,
             tissue_mask=tissue.mask,
             attrs={
@@ -165,6 +212,8 @@ def plan_slide(task: SlideTask) -> SlidePlan:
         read_px=grid.read_px,
         stain=stain,
         started=started,
+        codec=codec,
+        codec_reason=codec_reason,
     )
 
 
@@ -205,34 +254,31 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, int]:
     normalizer = None
     if plan.stain is not None:
         normalizer = create_normalizer(plan.stain["name"]).from_dict(plan.stain["params"])
-    kept = 0
+    kept, method, dct_scale = 0, "", 1
     with plan.task.open() as slide:
-        reader = TileReader(
-            slide,
-            level=plan.level,
-            read_px=plan.read_px,
-            tile_px=config.tile_px,
-            method=config.read_method,
+        batches = read_batches(
+            slide, coords, config, level=plan.level, read_px=plan.read_px, codec=plan.codec
         )
-        for local, tiles in reader.read(coords):
-            metrics = tile_qc(tiles)
+        for batch, reader in batches:
+            metrics = tile_qc(batch.qc_images)
             keep = qc_keep(metrics, config.qc)
             kept += int(keep.sum())
-            if normalizer is not None:
+            tiles = batch.tiles
+            if normalizer is not None and tiles is not None:
                 tiles = normalizer.transform(tiles)
             writer.add(
-                local + start, tiles if config.store_pixels else None, {**metrics, "keep": keep}
+                batch.indices + start, tiles, {**metrics, "keep": keep}, encoded=batch.encoded
             )
+            method, dct_scale = reader.method, reader.dct_scale
         writer.flush()
-        method = reader.method
-    return {"tiles": stop - start, "kept": kept, "method": method}
+    return {"tiles": stop - start, "kept": kept, "method": method, "dct_scale": dct_scale}
 
 
 def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
     """Record provenance, mark the tiling part complete and commit the store."""
     config = plan.task.config
     n_kept = sum(b["kept"] for b in bands)
-    methods = sorted({b["method"] for b in bands})
+    methods = sorted({b["method"] for b in bands if b["method"]})
     if not Path(plan.partial).exists() and (
         part_state(plan.task.store, PART, config.identity()) == "complete"
     ):
@@ -254,6 +300,10 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
         "read_px": plan.read_px,
         "tile_px": config.tile_px,
         "read_method": methods,
+        "codec": plan.codec,
+        "codec_reason": plan.codec_reason,
+        "dct_scale": max((b.get("dct_scale", 1) for b in bands), default=1),
+        "qc_scale": qc_reduction(config.tile_px, config.qc_scale),
         "stain": plan.stain,
         "qc_thresholds": config.qc.to_dict(),
         "coordinate_space": "level0_px",
@@ -282,6 +332,7 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
             "n_kept": n_kept,
             "read_method": ",".join(methods),
             "mpp_actual": choice.actual_mpp,
+            "codec": plan.codec,
         },
     )
 
@@ -340,6 +391,7 @@ def tile_slide(
 
 
 __all__ = [
+    "RunInputs",
     "SlidePlan",
     "SlideTask",
     "check_existing",

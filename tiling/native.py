@@ -11,6 +11,12 @@ shared by neighbouring reads is decoded once.
 Pixels equal OpenSlide's and TiffSlide's exactly (both decode with libjpeg-turbo
 too); :func:`find_jpeg_level` only describes levels it can decode, and the tile
 reader verifies equality on a sample before using this path automatically.
+
+A level can also be read reduced (:meth:`JpegLevel.reduced`): every stored tile
+is decoded at ½, ¼ or ⅛ size by libjpeg's DCT scaling, so a 2× downsampled read
+costs less than a full decode and needs no resize. And a stored tile can be
+taken as it is (:meth:`JpegTileDecoder.encoded_tile`), a complete JPEG stream
+for a store that keeps the slide's own tiles.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+
+from slideflow_core.codecs import REDUCED_SCALES, complete_jpeg, decode_reduced
 
 _JPEG = 7  # TIFF Compression tag value for "new-style" JPEG
 _PHOTOMETRIC_RGB = 2
@@ -49,6 +57,9 @@ class JpegLevel:
     colorspace
         Colour space of the JPEG data: ``"YCBCR"`` (converted to RGB on decode) or
         ``"RGB"`` (Aperio writes RGB components without a colour transform).
+    scale
+        Tiles are decoded at ``1/scale`` size (1, 2, 4 or 8); sizes above are
+        those of the reduced level.
     """
 
     path: str
@@ -60,6 +71,7 @@ class JpegLevel:
     bytecounts: np.ndarray
     tables: bytes | None
     colorspace: str
+    scale: int = 1
 
     @property
     def tiles_across(self) -> int:
@@ -70,6 +82,34 @@ class JpegLevel:
     def tiles_down(self) -> int:
         """Number of tile rows."""
         return -(-self.height // self.tile_height)
+
+    def reduced(self, scale: int) -> JpegLevel:
+        """The same level decoded at ``1/scale`` size (DCT scaling; ``scale`` of a full level).
+
+        Raises
+        ------
+        ValueError
+            If ``scale`` is not 1, 2, 4 or 8, the level is already reduced, or the
+            stored tile sides are not multiples of ``scale``.
+        """
+        if scale not in REDUCED_SCALES or self.scale != 1:
+            raise ValueError(f"can reduce a full level by {REDUCED_SCALES}, not {scale}")
+        if self.tile_width % scale or self.tile_height % scale:
+            raise ValueError(
+                f"{self.tile_width}x{self.tile_height} px tiles don't divide by {scale}"
+            )
+        return replace(
+            self,
+            width=-(-self.width // scale),
+            height=-(-self.height // scale),
+            tile_width=self.tile_width // scale,
+            tile_height=self.tile_height // scale,
+            scale=scale,
+        )
+
+    def complete(self, data: bytes) -> bytes:
+        """A stored tile's bytes as a self-contained JPEG stream that decodes to its pixels."""
+        return complete_jpeg(data, self.tables, rgb=self.colorspace == "RGB")
 
 
 def find_jpeg_level(path: str, size: tuple[int, int]) -> tuple[JpegLevel | None, str]:
@@ -231,17 +271,34 @@ class JpegTileDecoder:
             self._uses = dict(zip(indices.tolist(), counts.tolist(), strict=True))
             self._cache.clear()
 
+    def _stored(self, index: int) -> bytes:
+        level = self.level
+        return os.pread(self._fd(), int(level.bytecounts[index]), int(level.offsets[index]))
+
+    def encoded_tile(self, index: int) -> bytes | None:
+        """Stored tile ``index`` (row-major) as a complete JPEG stream, undecoded.
+
+        None for a tile the file never stored (sparse TIFF).
+        """
+        if int(self.level.bytecounts[index]) == 0:
+            return None
+        return self.level.complete(self._stored(index))
+
     def decode_tile(self, index: int) -> np.ndarray:
         """Decode stored tile ``index`` (row-major) to ``(tile_h, tile_w, 3)`` RGB, uncached."""
         import imagecodecs
 
         level = self.level
-        nbytes = int(level.bytecounts[index])
-        if nbytes == 0:  # sparse TIFF: tile never written, shown as glass like OpenSlide does
+        if int(level.bytecounts[index]) == 0:
+            # Sparse TIFF: tile never written, shown as glass like OpenSlide does.
             return np.full((level.tile_height, level.tile_width, 3), 255, np.uint8)
-        data = os.pread(self._fd(), nbytes, int(level.offsets[index]))
+        if level.scale > 1:
+            return decode_reduced(level.complete(self._stored(index)), level.scale)
         return imagecodecs.jpeg8_decode(
-            data, tables=level.tables, colorspace=level.colorspace, outcolorspace="RGB"
+            self._stored(index),
+            tables=level.tables,
+            colorspace=level.colorspace,
+            outcolorspace="RGB",
         )
 
     def _tile(self, index: int) -> np.ndarray:

@@ -160,6 +160,19 @@ def tile_qc(tiles: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def reduce_tiles(tiles: np.ndarray, scale: int) -> np.ndarray:
+    """``(B, H, W, 3)`` tiles shrunk ``scale`` times by area averaging (H, W multiples of it)."""
+    if scale == 1:
+        return tiles
+    batch, height, width = tiles.shape[:3]
+    # Stacked into one tall image: integer-factor blocks never straddle two tiles.
+    stacked = np.ascontiguousarray(tiles).reshape(batch * height, width, 3)
+    small = cv2.resize(
+        stacked, (width // scale, batch * height // scale), interpolation=cv2.INTER_AREA
+    )
+    return small.reshape(batch, height // scale, width // scale, 3)
+
+
 @dataclass(frozen=True, kw_only=True)
 class QCThresholds:
     """Which tiles :func:`qc_keep` keeps.
@@ -174,8 +187,9 @@ class QCThresholds:
         specks) but drops tiles an ink stroke crosses, whose colours no stain model explains.
     min_blur
         Least Laplacian variance, or ``None`` (default) to keep blurry tiles. Off by default
-        because the value depends on the tile's ``mpp``, scanner and stain; calibrate it on a
-        few slides of the cohort (on 0.25-0.5 µm/px H&E, sharp tissue scores in the hundreds and
+        because the value depends on the tile's ``mpp``, scanner and stain, and on the
+        reduction QC runs at (``TilingConfig.qc_scale``); calibrate it on a few slides of the
+        cohort (on full-resolution 0.25-0.5 µm/px H&E, sharp tissue scores in the hundreds and
         out-of-focus tissue in the tens).
     """
 

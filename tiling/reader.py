@@ -17,7 +17,13 @@ serves each block in one go:
     faster than either (``benchmarks/tiling.py``).
 
 ``"auto"`` picks ``"native"`` when the level is JPEG-tiled TIFF and a sample
-decodes identically to the slide's backend, else ``"region"``. Blocks are read in
+decodes identically to the slide's backend, else ``"region"``. With
+``dct_scaling=True`` a native read that shrinks tiles by 2, 4 or 8 or more
+decodes the JPEG tiles reduced (libjpeg's DCT scaling) and area-resizes only
+what remains: not pixel-equal to an area resize of the full decode (mean
+difference about a quarter of a grey level), for lossy stores and cheap QC
+images. :meth:`TileReader.read_encoded` hands out the slide's own JPEG tiles
+undecoded when tile positions are the level's stored tiles. Blocks are read in
 a thread pool (OpenSlide, libjpeg-turbo and Pillow's resize all release the GIL)
 with a bounded number in flight, so memory does not grow with the slide. Blocks
 are runs of consecutive tiles, never reordered: batches come out in ascending
@@ -40,6 +46,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from slideflow_core.codecs import REDUCED_SCALES
 from slideflow_core.parallel import ordered_map
 from slideflow_core.slides import Slide, resize
 from tiling.native import JpegTileDecoder, find_jpeg_level
@@ -71,6 +78,8 @@ class TileReader:
         Widest block, in level pixels, read in one go.
     threads
         Blocks read concurrently.
+    dct_scaling
+        Let native reads that shrink tiles decode them reduced (see the module doc).
 
     Attributes
     ----------
@@ -78,6 +87,8 @@ class TileReader:
         The method actually used (``"auto"`` resolved), for provenance.
     method_reason
         Why that method was chosen.
+    dct_scale
+        The DCT scale native reads decode at (1: full decode).
 
     Raises
     ------
@@ -103,6 +114,7 @@ class TileReader:
         method: str = "auto",
         max_region_px: int = 4096,
         threads: int = 1,
+        dct_scaling: bool = False,
     ) -> None:
         if method != "auto" and method not in METHODS:
             raise ValueError(f"method must be 'auto' or one of {METHODS}, got {method!r}")
@@ -118,6 +130,7 @@ class TileReader:
         self.threads = int(threads)
         self._decoder: JpegTileDecoder | None = None
         self.method, self.method_reason = self._resolve(method)
+        self.dct_scale = self._reduce() if dct_scaling else 1
 
     # -- method choice -----------------------------------------------------------------
     def _resolve(self, method: str) -> tuple[str, str]:
@@ -136,6 +149,35 @@ class TileReader:
             self._decoder = None
             return "region", f"direct JPEG decode differs from the backend by up to {difference}"
         return "native", "JPEG-tiled TIFF level; sample decodes identically to the backend"
+
+    def _reduce(self) -> int:
+        """Switch native reads to the largest DCT scale the shrink factor allows."""
+        if self._decoder is None:
+            return 1
+        level = self._decoder.level
+        for scale in sorted(REDUCED_SCALES, reverse=True):
+            fits = self.read_px % scale == 0 and self.read_px // scale >= self.tile_px
+            if scale > 1 and fits and not (level.tile_width % scale or level.tile_height % scale):
+                self._decoder = JpegTileDecoder(level.reduced(scale))
+                return scale
+        return 1
+
+    def passthrough_problem(self, coords: np.ndarray) -> str | None:
+        """Why tiles at ``coords`` can't be the level's stored JPEG tiles, or None if they can."""
+        if self._decoder is None or self.method != "native":
+            return f"tiles are not read from stored JPEG tiles ({self.method_reason})"
+        level = self._decoder.level
+        if level.scale != 1:
+            return "tiles are decoded reduced"
+        if not self.read_px == self.tile_px == level.tile_width == level.tile_height:
+            return (
+                f"{self.tile_px} px tiles read from {self.read_px} level px, stored tiles are "
+                f"{level.tile_width}x{level.tile_height} px"
+            )
+        level_xy = _level_px(np.asarray(coords, np.int64), self.slide.level_downsamples[self.level])
+        if (level_xy % self.read_px).any():
+            return "tile positions are off the stored tiles' grid"
+        return None
 
     def _probe_difference(self) -> int:
         """Max abs difference between direct decode and the backend on a central sample."""
@@ -191,7 +233,8 @@ class TileReader:
         coords = coords.astype(np.int64, copy=False)
         level_xy = _level_px(coords, self.slide.level_downsamples[self.level])
         if self._decoder is not None:
-            self._decoder.expect(level_xy[:, 0], level_xy[:, 1], self.read_px, self.read_px)
+            s, size = self.dct_scale, self.read_px // self.dct_scale
+            self._decoder.expect(level_xy[:, 0] // s, level_xy[:, 1] // s, size, size)
         blocks = plan_blocks(level_xy, self.read_px, self.max_region_px)
         read_block = {
             "per_tile": self._per_tile,
@@ -203,6 +246,43 @@ class TileReader:
             return indices, read_block(coords[indices], level_xy[indices])
 
         # A lone reader thread reads inline: a pool only pays off from two threads.
+        threads = self.threads if self.threads > 1 else 0
+        yield from ordered_map(job, blocks, threads=threads, name="tile-reader")
+
+    def read_encoded(self, coords: np.ndarray) -> Iterator[tuple[np.ndarray, list[bytes | None]]]:
+        """The stored JPEG tile at each tile position, undecoded (see :meth:`passthrough_problem`).
+
+        Yields
+        ------
+        tuple
+            ``(indices, streams)`` in ascending index order: each a complete JPEG
+            stream that decodes to the tile's pixels, or None where the tile crosses
+            the level's edge or was never stored (read those with :meth:`read`).
+
+        Raises
+        ------
+        ValueError
+            If the positions are not the level's stored tiles.
+        """
+        problem = self.passthrough_problem(coords)
+        if problem:
+            raise ValueError(f"{self.slide.slide_id}: no pass-through: {problem}")
+        assert self._decoder is not None
+        decoder, side = self._decoder, self.read_px
+        level = decoder.level
+        level_xy = _level_px(np.asarray(coords, np.int64), self.slide.level_downsamples[self.level])
+        inside = (level_xy >= 0).all(axis=1) & (level_xy[:, 0] + side <= level.width)
+        inside &= level_xy[:, 1] + side <= level.height
+        stored = level_xy[:, 1] // side * level.tiles_across + level_xy[:, 0] // side
+
+        def job(indices: np.ndarray) -> tuple[np.ndarray, list[bytes | None]]:
+            streams = [
+                decoder.encoded_tile(int(stored[i])) if inside[i] else None
+                for i in indices.tolist()
+            ]
+            return indices, streams
+
+        blocks = plan_blocks(level_xy, side, self.max_region_px)
         threads = self.threads if self.threads > 1 else 0
         yield from ordered_map(job, blocks, threads=threads, name="tile-reader")
 
@@ -232,9 +312,9 @@ class TileReader:
 
     def _native(self, coords: np.ndarray, level_xy: np.ndarray) -> np.ndarray:
         assert self._decoder is not None
-        size = self.read_px
+        size = self.read_px // self.dct_scale
         out = np.empty((len(coords), self.tile_px, self.tile_px, 3), np.uint8)
-        for i, (lx, ly) in enumerate(level_xy.tolist()):
+        for i, (lx, ly) in enumerate((level_xy // self.dct_scale).tolist()):
             if size == self.tile_px:  # assemble straight into the batch, no extra copy
                 self._decoder.read(lx, ly, size, size, out=out[i])
             else:

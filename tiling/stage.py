@@ -24,7 +24,15 @@ from slideflow_core.stages import (
 )
 from slideflow_core.store import part_state
 from tiling.config import TilingConfig
-from tiling.job import SlidePlan, SlideTask, check_existing, commit_slide, plan_slide, tile_band
+from tiling.job import (
+    RunInputs,
+    SlidePlan,
+    SlideTask,
+    check_existing,
+    commit_slide,
+    plan_slide,
+    tile_band,
+)
 from tiling.store import PART
 
 
@@ -44,6 +52,10 @@ class TileStage(StageDefaults):
         """The tiling part."""
         return PART
 
+    def setup(self, placement: Any) -> RunInputs:
+        """Parse the run's ROI once; every slide's plan gets the parsed shapes."""
+        return RunInputs.load(self.config)
+
     def done(self, store: str) -> bool:
         """A complete tiling part made with this configuration."""
         return part_state(store, PART, self.config.identity()) == "complete"
@@ -54,7 +66,7 @@ class TileStage(StageDefaults):
         existing = check_existing(task, overwrite=overwrite)
         if existing is not None:
             return existing
-        planned = plan_slide(task)
+        planned = plan_slide(task, resource)
         units = tuple(
             Unit(i, stop - start, (start, stop)) for i, (start, stop) in enumerate(planned.bands)
         )

@@ -4,14 +4,17 @@ Layout (Zarr v3, one store per slide)::
 
     <slide_id>.zarr/
       coords            (N, 2) int64   level-0 top-left x, y, row-major
-      tiles             (N, H, W, 3) uint8, one chunk per tile, ``shard_tiles`` per file
+      tiles             (N, H, W, 3) uint8, one chunk per tile, ``shard_tiles`` per file;
+                        JPEG chunks (codec ``slideflow_core.jpeg``: the slide's own tiles
+                        passed through, or re-encoded) or Zstandard/LZ4 (lossless)
       qc/<metric>       (N,) float32  tissue_fraction, background_fraction, blur, pen_fraction,
                                       mask_tissue_fraction
       qc/keep           (N,) bool     tiles passing the QC thresholds recorded in the attributes
       tissue_mask       (h, w) uint8  the detection mask, with its level-0 downsample
 
 Pixels are written one whole shard at a time (a shard is rewritten on every
-partial write), and parallel bands are shard-aligned so no two tasks ever
+partial write); passed-through JPEG tiles are laid into the shard as they are,
+without a decode. Parallel bands are shard-aligned so no two tasks ever
 write the same file. Every chunk (every tile) carries a CRC32C, and the part's
 marker lists every file with its size and checksum, so a damaged store is
 refused rather than read as white tiles.
@@ -26,6 +29,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from slideflow_core.codecs import JpegCodec
+from slideflow_core.shards import write_encoded_shard
 from slideflow_core.store import (
     checksummed,
     commit_store,
@@ -40,12 +45,15 @@ PART = "tiling"
 ARRAYS = ("coords", "tiles", "qc", "tissue_mask")
 
 
-def _compressors(name: str) -> tuple[Any, ...]:
-    if name == "zstd":
-        return checksummed(ZstdCodec(level=1))
-    if name == "lz4":
-        return checksummed(BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"))
-    return checksummed()
+def _pixel_codecs(codec: str, jpeg_quality: int) -> dict[str, Any]:
+    """``create_array`` keywords storing tiles with ``codec`` (a resolved codec name)."""
+    if codec in ("jpeg", "jpeg-passthrough"):
+        return {"serializer": JpegCodec(quality=jpeg_quality), "compressors": checksummed()}
+    if codec == "zstd":
+        return {"compressors": checksummed(ZstdCodec(level=1))}
+    if codec == "lz4":
+        return {"compressors": checksummed(BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"))}
+    return {"compressors": checksummed()}
 
 
 def create_tile_store(
@@ -56,12 +64,17 @@ def create_tile_store(
     tile_px: int,
     qc_columns: tuple[str, ...],
     store_pixels: bool,
-    compressor: str,
     shard_tiles: int,
     tissue_mask: np.ndarray | None,
     attrs: dict[str, Any],
+    codec: str = "zstd",
+    jpeg_quality: int = 90,
 ) -> Path:
-    """Create the partial store for ``final`` with coordinates and empty arrays."""
+    """Create the partial store for ``final`` with coordinates and empty arrays.
+
+    ``codec`` is the resolved pixel codec (``"jpeg-passthrough"``, ``"jpeg"``,
+    ``"zstd"``, ``"lz4"`` or ``"none"``).
+    """
     partial = start_store(final, attrs)
     group = zarr.open_group(str(partial), mode="r+")
     n = len(coords)
@@ -96,7 +109,7 @@ def create_tile_store(
             dtype="uint8",
             chunks=(1, tile_px, tile_px, 3),
             shards=(chunk, tile_px, tile_px, 3),
-            compressors=_compressors(compressor),
+            **_pixel_codecs(codec, jpeg_quality),
             fill_value=255,
             dimension_names=("tile", "y", "x", "c"),
         )
@@ -131,6 +144,7 @@ class BandWriter:
         self._columns = [k for k in self._qc.array_keys() if k != "mask_tissue_fraction"]
         self.start, self.stop, self.shard = start, stop, shard_tiles
         self._buffer: np.ndarray | None = None
+        self._encoded: list[bytes | None] = []
         self._metrics: dict[str, np.ndarray] = {}
         self._filled = np.zeros(0, bool)
         self._shard_start = -1
@@ -141,19 +155,33 @@ class BandWriter:
             shape = (size, *self._tiles.shape[1:])
             if self._buffer is None or self._buffer.shape != shape:
                 self._buffer = np.empty(shape, np.uint8)
+        self._encoded = [None] * size
         self._metrics = {c: np.empty(size, self._qc[c].dtype) for c in self._columns}
         self._filled = np.zeros(size, bool)
         self._shard_start = shard_start
 
-    def add(self, indices: np.ndarray, tiles: np.ndarray | None, metrics: dict[str, Any]) -> None:
-        """Add tiles at absolute ``indices`` (ascending, inside the band) with their QC."""
+    def add(
+        self,
+        indices: np.ndarray,
+        tiles: np.ndarray | None,
+        metrics: dict[str, Any],
+        *,
+        encoded: list[bytes] | None = None,
+    ) -> None:
+        """Add tiles at absolute ``indices`` (ascending, inside the band) with their QC.
+
+        Give pixels as ``tiles``, or (JPEG stores) as ``encoded`` complete JPEG
+        streams that go into the shard unchanged; a shard takes one or the other.
+        """
         for j, index in enumerate(np.asarray(indices)):
             shard_start = self.start + (int(index) - self.start) // self.shard * self.shard
             if shard_start != self._shard_start:
                 self.flush()
                 self._open_shard(shard_start)
             k = int(index) - shard_start
-            if self._buffer is not None and tiles is not None:
+            if encoded is not None:
+                self._encoded[k] = encoded[j]
+            elif self._buffer is not None and tiles is not None:
                 self._buffer[k] = tiles[j]
             for column in self._columns:
                 self._metrics[column][k] = metrics[column][j]
@@ -167,7 +195,13 @@ class BandWriter:
             missing = int((~self._filled).sum())
             raise RuntimeError(f"shard at {self._shard_start} is missing {missing} tiles")
         end = self._shard_start + len(self._filled)
-        if self._tiles is not None and self._buffer is not None:
+        if self._tiles is not None and self._encoded[0] is not None:
+            # A store of fewer tiles than ``shard_tiles`` has one smaller shard.
+            per_shard = self._tiles.shards[0]
+            padding: list[bytes | None] = [None] * (per_shard - len(self._encoded))
+            shard = (self._shard_start // per_shard, 0, 0, 0)
+            write_encoded_shard(self._tiles, shard, [*self._encoded, *padding])
+        elif self._tiles is not None and self._buffer is not None:
             self._tiles[self._shard_start : end] = self._buffer
         for column, values in self._metrics.items():
             self._qc[column][self._shard_start : end] = values

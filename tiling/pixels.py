@@ -1,0 +1,162 @@
+"""Where a band's pixels come from and how they are stored: passed through, decoded or checked.
+
+Three ways, chosen per slide by :func:`choose_codec` from ``TilingConfig.codec``:
+
+- ``"jpeg-passthrough"``: the grid is the pyramid level's own JPEG tiles, so
+  every tile's stored JPEG stream goes into the Zarr shard undecoded; QC looks
+  at a DCT-scaled (⅛) decode of the same stream. Tiling costs I/O, not decode.
+- ``"jpeg"``: tiles are decoded (DCT-scaled when the resize allows) and
+  re-encoded by the store's JPEG codec.
+- ``"zstd"``, ``"lz4"``, ``"none"``: tiles equal ``Slide.read_at``, stored losslessly.
+
+Coordinates-only runs store no pixels and read only QC images, which for
+JPEG-tiled slides are DCT-scaled decodes: no tile is decoded in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from slideflow_core.codecs import decode_reduced, encode_jpeg
+from slideflow_core.errors import SlideflowError
+from slideflow_core.slides import Slide
+from tiling.config import TilingConfig
+from tiling.qc import reduce_tiles
+from tiling.reader import TileReader
+
+#: Codecs whose stored pixels equal the slide's (passed through or lossless).
+EXACT_CODECS = ("jpeg-passthrough", "zstd", "lz4", "none")
+
+
+class CodecError(SlideflowError):
+    """The requested pixel codec cannot be used for a slide."""
+
+
+def choose_codec(
+    slide: Slide, config: TilingConfig, *, level: int, read_px: int, coords: np.ndarray
+) -> tuple[str, str]:
+    """The pixel codec for one slide, and why.
+
+    ``"auto"`` and ``"jpeg-passthrough"`` pass the slide's JPEG tiles through
+    when the grid is the level's stored tiles; otherwise ``"auto"`` re-encodes
+    (``"jpeg"``) and ``"jpeg-passthrough"`` is an error.
+
+    Raises
+    ------
+    CodecError
+        If ``"jpeg-passthrough"`` was asked for and the grid does not allow it.
+    """
+    if not config.store_pixels:
+        return "none", "coordinates only: no pixels stored"
+    if config.codec not in ("auto", "jpeg-passthrough"):
+        return config.codec, "requested"
+    problem = "stain normalisation changes the pixels" if config.stain else None
+    if problem is None:
+        with TileReader(
+            slide, level=level, read_px=read_px, tile_px=config.tile_px, method=config.read_method
+        ) as reader:
+            problem = reader.passthrough_problem(coords)
+    if problem is None:
+        return "jpeg-passthrough", "the grid is the level's stored JPEG tiles"
+    if config.codec == "jpeg-passthrough":
+        raise CodecError(
+            f"{slide.path}: cannot pass JPEG tiles through: {problem}",
+            hint="use codec 'auto' or 'jpeg', or tile at the slide's own tile size and "
+            "resolution with no overlap",
+        )
+    return "jpeg", f"re-encoded: {problem}"
+
+
+def qc_reduction(tile_px: int, qc_scale: int) -> int:
+    """The reduction QC runs at: ``qc_scale`` or less, so QC images divide evenly and keep 16 px."""
+    for scale in (8, 4, 2):
+        if scale <= qc_scale and tile_px % scale == 0 and tile_px // scale >= 16:
+            return scale
+    return 1
+
+
+@dataclass(frozen=True)
+class TileBatch:
+    """Consecutive tiles of a band: what to store and what QC looks at.
+
+    Attributes
+    ----------
+    indices
+        Indices into the band's coordinates (ascending).
+    qc_images
+        ``(B, h, w, 3)`` tiles reduced for QC.
+    tiles
+        ``(B, tile_px, tile_px, 3)`` pixels to store, or None.
+    encoded
+        Complete JPEG streams to store as they are, or None.
+    """
+
+    indices: np.ndarray
+    qc_images: np.ndarray
+    tiles: np.ndarray | None = None
+    encoded: list[bytes] | None = None
+
+
+def read_batches(
+    slide: Slide,
+    coords: np.ndarray,
+    config: TilingConfig,
+    *,
+    level: int,
+    read_px: int,
+    codec: str,
+) -> Iterator[tuple[TileBatch, TileReader]]:
+    """Read tiles at ``coords`` the way ``codec`` stores them, with their QC images.
+
+    Yields each batch with the reader that read it (for its method and DCT scale).
+    """
+    scale = qc_reduction(config.tile_px, config.qc_scale)
+    lossy = codec not in EXACT_CODECS
+    if not config.store_pixels:  # QC images straight from the slide, reduced as cheaply as it can
+        qc_px = config.tile_px // scale
+        with _reader(slide, config, level, read_px, qc_px, dct=True) as reader:
+            for indices, images in reader.read(coords):
+                yield TileBatch(indices, images), reader
+        return
+    with _reader(slide, config, level, read_px, config.tile_px, dct=lossy) as reader:
+        if codec == "jpeg-passthrough":
+            for indices, streams in reader.read_encoded(coords):
+                yield _passthrough(reader, coords, indices, streams, scale, config), reader
+            return
+        for indices, tiles in reader.read(coords):
+            yield TileBatch(indices, reduce_tiles(tiles, scale), tiles=tiles), reader
+
+
+def _reader(
+    slide: Slide, config: TilingConfig, level: int, read_px: int, tile_px: int, *, dct: bool
+) -> TileReader:
+    return TileReader(
+        slide,
+        level=level,
+        read_px=read_px,
+        tile_px=tile_px,
+        method=config.read_method,
+        dct_scaling=dct,
+    )
+
+
+def _passthrough(
+    reader: TileReader,
+    coords: np.ndarray,
+    indices: np.ndarray,
+    streams: list[bytes | None],
+    scale: int,
+    config: TilingConfig,
+) -> TileBatch:
+    """Stored JPEG tiles as they are; tiles that are not one whole stored tile are re-encoded."""
+    missing = [i for i, stream in enumerate(streams) if stream is None]
+    if missing:  # crossing the level's edge (white padding) or never stored
+        decoded = np.concatenate([t for _, t in reader.read(coords[indices[missing]])])
+        for j, tile in zip(missing, decoded, strict=True):
+            streams[j] = encode_jpeg(tile, quality=config.jpeg_quality)
+    encoded = [s for s in streams if s is not None]
+    images = np.stack([decode_reduced(stream, scale) for stream in encoded])
+    return TileBatch(indices, images, encoded=encoded)
