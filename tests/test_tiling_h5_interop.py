@@ -13,7 +13,8 @@ from tiling.h5 import H5FormatError
 @pytest.fixture(scope="module")
 def store(cmu_svs, tmp_path_factory):
     path = tmp_path_factory.mktemp("h5") / "cmu.zarr"
-    tile_slide(cmu_svs, path, TilingConfig(mpp=0.499, tile_px=128, shard_tiles=32), slide_id="cmu")
+    config = TilingConfig(mpp=0.499, tile_px=128, shard_tiles=32, codec="zstd")  # lossless
+    tile_slide(cmu_svs, path, config, slide_id="cmu")
     return path
 
 
