@@ -43,10 +43,17 @@ def register_embed(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="re-embed existing features")
     parser.add_argument(
-        "--export-h5", metavar="DIR", help="also write TRIDENT/CLAM feature files to DIR"
+        "--export-h5",
+        metavar="DIR",
+        help="also write TRIDENT/CLAM feature files under DIR (TRIDENT: its job layout "
+        "DIR/<mag>x_<px>px_<overlap>px_overlap/features_<name>/<slide_id>.h5; CLAM: "
+        "DIR/h5_files/ and DIR/pt_files/)",
     )
     parser.add_argument(
-        "--h5-layout", choices=["trident", "clam"], default="trident", help="layout of --export-h5"
+        "--h5-layout",
+        choices=["trident", "clam"],
+        default="trident",
+        help="layout of --export-h5; pair with `sfc tiles export-h5 --layout` to the same DIR",
     )
     add_ray_options(parser)
     parser.set_defaults(func=_run_embed)

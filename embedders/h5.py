@@ -1,13 +1,14 @@
 """CLAM / TRIDENT feature files: export a slide's features, import theirs as a bag for MIL.
 
-TRIDENT writes ``<job>/features_<encoder>/<slide>.h5`` with the datasets
-``features`` (N × D) and ``coords`` (N × 2, level-0 top-left x, y); ``coords``
-carries the attributes of the patches file it came from (``patch_size``,
-``target_magnification``, ``patch_size_level0``, …) and ``features`` carries
-``name`` and ``savetodir``. CLAM writes ``h5_files/<slide>.h5`` with the same
-two datasets and ``pt_files/<slide>.pt``, the features alone as a torch tensor.
-Exports here carry both tools' coordinate attributes (``tiling.h5.coords_attrs``),
-so either reads them.
+TRIDENT writes ``<job>/<mag>x_<px>px_<overlap>px_overlap/features_<encoder>/<slide>.h5``
+with the datasets ``features`` (N × D) and ``coords`` (N × 2, level-0 top-left
+x, y); ``coords`` carries the attributes of the patches file it came from
+(``patch_size``, ``target_magnification``, ``patch_size_level0``, …) and
+``features`` carries ``name`` and ``savetodir``. CLAM writes
+``<feat_dir>/h5_files/<slide>.h5`` with the same two datasets and
+``pt_files/<slide>.pt``, the features alone as a torch tensor. Exports carry the
+chosen tool's coordinate attributes (``tiling.h5.coords_attrs``), so a file is
+read by that tool's rule.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import h5py
 import numpy as np
 
 from slideflow_core.errors import SlideflowError
 from slideflow_core.features import FeatureBag, read_features
-from tiling.h5 import coords_attrs, plain_attrs, read_h5_coords
+from tiling.h5 import H5Layout, coords_attrs, h5_job_dir, plain_attrs, read_h5_coords
 from tiling.view import open_store
-
-Layout = Literal["trident", "clam"]
 
 
 class FeatureFileError(SlideflowError):
@@ -37,7 +36,7 @@ def export_features(
     model_id: str,
     out_dir: str | os.PathLike[str],
     *,
-    layout: Layout = "trident",
+    layout: H5Layout = "trident",
 ) -> list[Path]:
     """Write one slide's ``features/<model_id>`` as TRIDENT or CLAM feature files.
 
@@ -48,7 +47,9 @@ def export_features(
     model_id
         The feature part's name.
     out_dir
-        Root folder: TRIDENT files go to ``features_<model_id>/<slide_id>.h5``;
+        Root folder. TRIDENT files go to its job layout,
+        ``<mag>x_<px>px_<overlap>px_overlap/features_<model_id>/<slide_id>.h5``
+        (beside the ``patches/`` that ``tiling.export_h5`` writes to the same root);
         CLAM files to ``h5_files/<slide_id>.h5`` and ``pt_files/<slide_id>.pt``.
     layout
         ``"trident"`` or ``"clam"``.
@@ -58,18 +59,18 @@ def export_features(
     list of Path
         The files written (float32 features, int64 coordinates).
     """
-    if layout not in ("trident", "clam"):
-        raise ValueError(f"layout must be 'trident' or 'clam', got {layout!r}")
+    tiles = open_store(store)
+    folder = h5_job_dir(tiles, out_dir, layout) / (
+        f"features_{model_id}" if layout == "trident" else "h5_files"
+    )
     bag = read_features(store, model_id)
-    out_dir = Path(out_dir)
-    folder = out_dir / (f"features_{model_id}" if layout == "trident" else "h5_files")
     h5_path = folder / f"{bag.slide_id}.h5"
-    _write_h5(h5_path, bag, coords_attrs(open_store(store), folder))
+    _write_h5(h5_path, bag, coords_attrs(tiles, folder, layout))
     if layout == "trident":
         return [h5_path]
     import torch
 
-    pt_path = out_dir / "pt_files" / f"{bag.slide_id}.pt"
+    pt_path = Path(out_dir) / "pt_files" / f"{bag.slide_id}.pt"
     pt_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pt_path.with_name(pt_path.name + ".tmp")
     torch.save(torch.from_numpy(bag.features), tmp)  # a plain tensor: loads with weights_only

@@ -21,7 +21,8 @@ def test_sfc_embed_writes_features_and_exports_h5(ray_session, cmu_svs, tmp_path
     assert "1 done" in printed
     assert "features/handcrafted" in printed
     bag = read_features(project / "stores" / "cmu.zarr", "handcrafted")
-    exported = import_features(out / "features_handcrafted" / "cmu.h5")
+    (path,) = out.glob("*x_*px_0px_overlap/features_handcrafted/cmu.h5")  # TRIDENT job layout
+    exported = import_features(path)
     assert exported.features.shape == bag.features.shape == (len(bag), 87)
 
     # A model that cannot be built: one error line with the fix, exit code 1.

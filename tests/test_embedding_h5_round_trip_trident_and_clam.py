@@ -11,7 +11,7 @@ from embedding_project import CONFIG, TinyEmbedder
 from embedders import embed_slide, export_features, import_features
 from embedders.h5 import FeatureFileError
 from slideflow_core.features import read_features
-from tiling import TilingConfig, tile_slide
+from tiling import TilingConfig, export_h5, tile_slide
 
 
 class Payload:
@@ -28,7 +28,10 @@ def store(tmp_path_factory, cmu_svs):
 
 def test_trident_layout_round_trips(store, tmp_path):
     (path,) = export_features(store, "tiny", tmp_path)
-    assert path == tmp_path / "features_tiny" / "cmu.h5"
+    patches = export_h5(store, tmp_path)  # TRIDENT's job layout: patches/ beside features_*/
+    assert path == patches.parent.parent / "features_tiny" / "cmu.h5"
+    with h5py.File(patches, "r") as handle:
+        patch_coords, patch_attrs = handle["coords"][:], dict(handle["coords"].attrs)
     bag = read_features(store, "tiny")
     with h5py.File(path, "r") as handle:
         assert set(handle) == {"features", "coords"}
@@ -36,11 +39,17 @@ def test_trident_layout_round_trips(store, tmp_path):
         assert handle["features"].dtype == np.float32
         assert handle["coords"].dtype == np.int64
         attrs = handle["coords"].attrs
-        # What TRIDENT's reader requires, and CLAM's.
-        for key in ("patch_size", "level0_magnification", "target_magnification", "patch_level"):
+        # What TRIDENT's reader requires (and no CLAM patch_level to contradict it).
+        for key in ("patch_size", "level0_magnification", "target_magnification"):
             assert key in attrs
-        assert attrs["target_magnification"] == pytest.approx(5.0)  # 2 µm/px
+        assert "patch_level" not in attrs
+        # 257 level-0 px per 64-px tile on an AppMag-20 slide: the exact ratio, not 5.
+        assert attrs["target_magnification"] == pytest.approx(20 * 64 / 257)
+        assert attrs["patch_size_level0"] == 257
+        assert dict(attrs) == pytest.approx(patch_attrs | {"savetodir": attrs["savetodir"]})
         assert handle["features"].attrs["name"] == "cmu"
+        # The QC-kept tiles: the same rows as the coordinates file TRIDENT would patch.
+        np.testing.assert_array_equal(handle["coords"][:], patch_coords)
     back = import_features(path)
     assert (back.slide_id, back.model_id) == ("cmu", "tiny")
     np.testing.assert_array_equal(back.features, bag.features)

@@ -63,7 +63,8 @@ COMMANDS: dict[str, str] = {
         "sfc tile manifest.csv --out new-project --coords-only"
     ),
     "sfc tiles info project/stores/CMU-1.zarr": AS_WRITTEN,
-    "sfc tiles export-h5 project --out patches/": AS_WRITTEN,
+    "sfc tiles export-h5 project --out trident_job/": AS_WRITTEN,
+    "sfc tiles export-h5 project --out clam_h5/ --layout clam": AS_WRITTEN,
     "sfc embed project --model handcrafted": AS_WRITTEN,
     # UNI's weights are gated and not here: the same options with the weight-free embedder.
     "sfc embed project --model uni --weights uni.safetensors --export-h5 exports/ "

@@ -37,7 +37,12 @@ def test_sfc_tile_then_info_and_export(ray_session, cmu_svs, slides_dir, tmp_pat
     assert info["tiles"] > 0
 
     assert main(["tiles", "export-h5", str(out), "--out", str(tmp_path / "h5")]) == 0
-    assert (tmp_path / "h5" / "cmu_patches.h5").is_file()
+    assert (tmp_path / "h5" / "10x_128px_0px_overlap" / "patches" / "cmu_patches.h5").is_file()
+    assert (
+        main(["tiles", "export-h5", str(out), "--out", str(tmp_path / "c"), "--layout", "clam"])
+        == 0
+    )
+    assert (tmp_path / "c" / "patches" / "cmu.h5").is_file()
 
 
 def test_sfc_tile_help_lists_resolution_options_and_registry_choices(capsys):

@@ -18,8 +18,9 @@ def store(cmu_svs, tmp_path_factory):
     return path
 
 
-def test_export_writes_clam_and_trident_attributes(store, tmp_path):
-    out = export_h5(store, tmp_path / "patches" / "cmu_patches.h5")
+def test_clam_export_writes_clam_attributes(store, tmp_path):
+    out = export_h5(store, tmp_path, layout="clam", all_tiles=True)
+    assert out == tmp_path / "patches" / "cmu.h5"
     with h5py.File(out) as handle:
         coords = handle["coords"]
         attrs = dict(coords.attrs)
@@ -29,18 +30,25 @@ def test_export_writes_clam_and_trident_attributes(store, tmp_path):
     assert list(attrs["downsample"]) == [1.0, 1.0]
     assert list(attrs["level_dim"]) == [2220, 2967]
     assert attrs["name"] == "cmu"
-    assert attrs["patch_size_level0"] == 128
-    assert attrs["target_magnification"] == pytest.approx(10 / 0.499)
 
 
-def test_keep_only_exports_tiles_passing_qc(store, tmp_path):
+def test_trident_export_of_an_unresized_tiling_keeps_the_magnification(store, tmp_path):
+    out = export_h5(store, tmp_path)
+    assert out == tmp_path / "20x_128px_0px_overlap" / "patches" / "cmu_patches.h5"
+    _, attrs = read_h5_coords(out)
+    # AppMag 20, tiles read as stored: TRIDENT must not resample (20.04x would).
+    assert attrs["level0_magnification"] == attrs["target_magnification"] == 20
+    assert attrs["patch_size"] == attrs["patch_size_level0"] == 128
+
+
+def test_export_holds_the_tiles_passing_qc(store, tmp_path):
     keep = open_store(store).qc()["keep"].to_numpy()
-    coords, _ = read_h5_coords(export_h5(store, tmp_path / "k.h5", keep_only=True))
-    assert len(coords) == keep.sum()
+    coords, _ = read_h5_coords(export_h5(store, tmp_path))
+    assert len(coords) == keep.sum() < len(keep)
 
 
 def test_imported_trident_file_reads_the_same_tiles(store, cmu_svs, tmp_path):
-    h5 = export_h5(store, tmp_path / "cmu.h5")
+    h5 = export_h5(store, tmp_path, all_tiles=True)
     imported = open_store(import_h5(h5, cmu_svs, tmp_path / "imported.zarr"))
     original = open_store(store)
     assert not imported.has_pixels

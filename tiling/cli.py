@@ -124,10 +124,27 @@ def register_tiles(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("store", help="<project>/stores/<slide_id>.zarr")
     info.set_defaults(func=_run_info)
 
-    export = add_command(actions, "export-h5", help="write CLAM/TRIDENT coordinate .h5 files")
+    export = add_command(
+        actions,
+        "export-h5",
+        help="write CLAM/TRIDENT coordinate .h5 files where those tools look for them",
+        description="Write each store's tile coordinates in CLAM's or TRIDENT's layout.\n"
+        "clam: OUT/patches/<slide_id>.h5; patch_size = pixels read at patch_level (run\n"
+        "CLAM's extract_features_fp.py with --data_h5_dir OUT --target_patch_size TILE_PX).\n"
+        "trident: OUT/<mag>x_<px>px_<overlap>px_overlap/patches/<slide_id>_patches.h5;\n"
+        "patch_size = pixels at target_magnification, plus patch_size_level0 (use OUT as\n"
+        "TRIDENT's --job_dir). Magnifications are integers when the slide records its\n"
+        "objective power, else the exact ratio. Only QC-kept tiles (the ones sfc embed\n"
+        "embeds) unless --all-tiles.",
+    )
     export.add_argument("source", help="a store, or a project directory (all its stores)")
-    export.add_argument("--out", required=True, help="folder for <slide_id>_patches.h5 files")
-    export.add_argument("--keep-only", action="store_true", help="only tiles passing QC")
+    export.add_argument(
+        "--out", required=True, help="root folder (CLAM data_h5_dir, TRIDENT job_dir)"
+    )
+    export.add_argument(
+        "--layout", choices=["trident", "clam"], default="trident", help="whose layout to write"
+    )
+    export.add_argument("--all-tiles", action="store_true", help="also export tiles that failed QC")
     export.set_defaults(func=_run_export)
 
     imp = add_command(actions, "import-h5", help="make a coordinates-only store from an .h5")
@@ -171,9 +188,7 @@ def _run_export(args: argparse.Namespace) -> int:
         sorted((source / "stores").glob("*.zarr")) if (source / "stores").is_dir() else [source]
     )
     for store in stores:
-        name = store.name.removesuffix(".zarr")
-        path = export_h5(store, Path(args.out) / f"{name}_patches.h5", keep_only=args.keep_only)
-        print(path)
+        print(export_h5(store, args.out, layout=args.layout, all_tiles=args.all_tiles))
     return 0
 
 

@@ -1,17 +1,31 @@
 """CLAM / TRIDENT ``.h5`` coordinate files: export from and import into slide stores.
 
-Both tools write a dataset ``coords`` (N × 2, level-0 top-left x, y). CLAM's
-attributes say how the tiles were read (``patch_size`` pixels at
-``patch_level``, with the level's ``downsample``); TRIDENT's say what they mean
-physically (``patch_size`` at ``target_magnification``, ``patch_size_level0``).
-We write both sets, so either tool (and its feature extractors) accepts the file.
+Both tools read a dataset ``coords`` (N × 2, level-0 top-left x, y) but give
+``patch_size`` different meanings, so each layout carries only its own tool's
+attributes (a file with both would be misread by one of them):
+
+- **CLAM** (``<out>/patches/<slide_id>.h5``): ``patch_size`` is the side read at
+  ``patch_level`` (``read_region(coord, patch_level, (patch_size, patch_size))``);
+  our tiles are that region resized to ``tile_px`` (CLAM's ``--target_patch_size``).
+- **TRIDENT** (``<out>/<mag>x_<px>px_<overlap>px_overlap/patches/<slide_id>_patches.h5``):
+  ``patch_size`` is the side at ``target_magnification``; TRIDENT reads
+  ``round(patch_size · level0_magnification / target_magnification)`` level-0
+  pixels. ``level0_magnification`` is the slide's objective power when the file
+  records it (an integer), else ``10 / mpp``; ``target_magnification`` is an
+  integer when that reproduces our level-0 footprint exactly, else the exact
+  ratio ``level0_magnification · tile_px / patch_size_level0`` as a float. The
+  folder is named by the nominal magnification (``10x`` for 9.96), what one
+  passes TRIDENT as ``--mag``.
+
+Both layouts also carry ours (``tile_px``, ``mpp``, ``coordinate_space``), which
+:func:`import_h5` prefers.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -24,56 +38,151 @@ from tiling.qc import QC_COLUMNS
 from tiling.store import create_tile_store, finish_tile_store
 from tiling.view import TileStore, open_store
 
+H5Layout = Literal["clam", "trident"]
+H5_LAYOUTS: tuple[str, ...] = ("clam", "trident")
+# A target magnification this close to an integer names its TRIDENT folder by the integer.
+_NOMINAL_TOLERANCE = 0.05
+
 
 class H5FormatError(SlideflowError):
     """An ``.h5`` file lacks what a CLAM/TRIDENT coordinate file must have."""
 
 
 def export_h5(
-    store: str | os.PathLike[str], out: str | os.PathLike[str], *, keep_only: bool = False
+    store: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    layout: H5Layout = "trident",
+    all_tiles: bool = False,
 ) -> Path:
-    """Write a store's coordinates as a CLAM/TRIDENT ``.h5`` file.
+    """Write a store's coordinates where CLAM or TRIDENT looks for them.
 
     Parameters
     ----------
     store
         A committed slide store.
     out
-        Destination ``.h5`` (for example ``patches/<slide_id>_patches.h5``).
-    keep_only
-        Export only tiles whose QC ``keep`` flag is set.
+        Root folder: CLAM's ``--data_h5_dir`` or TRIDENT's ``--job_dir``.
+    layout
+        ``"clam"`` (``<out>/patches/<slide_id>.h5``) or ``"trident"``
+        (``<out>/<mag>x_<px>px_<overlap>px_overlap/patches/<slide_id>_patches.h5``).
+    all_tiles
+        Also export tiles that failed QC. By default only QC-kept tiles are
+        written: the tiles ``sfc embed`` embeds, so coordinates and features agree.
+
+    Returns
+    -------
+    Path
+        The file written.
     """
+    _check_layout(layout)
     tiles = open_store(store)
     coords = tiles.coords
-    if keep_only:
+    if not all_tiles:
         coords = coords[np.asarray(tiles.group["qc"]["keep"][:], bool)]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    path = h5_coords_path(tiles, out, layout)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as handle:
         dataset = handle.create_dataset("coords", data=coords.astype(np.int64))
-        for key, value in coords_attrs(tiles, out.parent).items():
+        for key, value in coords_attrs(tiles, path.parent, layout).items():
             dataset.attrs[key] = value
-    os.replace(tmp, out)
-    return out
+    os.replace(tmp, path)
+    return path
 
 
-def coords_attrs(tiles: TileStore, save_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The CLAM and TRIDENT attributes of a ``coords`` dataset describing ``tiles``' grid.
+def _check_layout(layout: str) -> None:
+    if layout not in H5_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(H5_LAYOUTS)}, got {layout!r}")
+
+
+def h5_job_dir(tiles: TileStore, out: str | os.PathLike[str], layout: H5Layout) -> Path:
+    """The folder a layout's ``patches/`` (and TRIDENT's ``features_<model>/``) live in."""
+    _check_layout(layout)
+    if layout == "clam":
+        return Path(out)
+    # Named by the nominal magnification (TRIDENT's --mag); the attributes hold the exact one.
+    target = float(trident_magnifications(tiles)["target_magnification"])
+    nominal = (
+        round(target) if abs(target - round(target)) <= _NOMINAL_TOLERANCE * target else target
+    )
+    overlap = int(tiles.info["config"]["overlap_px"])
+    return Path(out) / f"{nominal:g}x_{int(tiles.info['tile_px'])}px_{overlap}px_overlap"
+
+
+def h5_coords_path(tiles: TileStore, out: str | os.PathLike[str], layout: H5Layout) -> Path:
+    """Where ``layout`` expects the coordinates file of ``tiles``' slide under ``out``."""
+    name = f"{tiles.slide_id}.h5" if layout == "clam" else f"{tiles.slide_id}_patches.h5"
+    return h5_job_dir(tiles, out, layout) / "patches" / name
+
+
+def level0_footprint_px(tiles: TileStore) -> float:
+    """Side of one tile in level-0 pixels: ``read_px`` at the read level times its downsample."""
+    level = int(tiles.info["level"])
+    downsample = float(tiles.attrs["slide"]["level_downsamples"][level])
+    return int(tiles.info["read_px"]) * downsample
+
+
+def trident_magnifications(tiles: TileStore) -> dict[str, Any]:
+    """TRIDENT's ``level0_magnification``, ``target_magnification`` and ``patch_size_level0``.
+
+    TRIDENT reads ``round(patch_size · level0 / target)`` level-0 pixels per tile,
+    so the ratio must reproduce our level-0 footprint. Magnifications are integers
+    when the slide records its objective power and the integer target reproduces
+    the footprint; otherwise the exact values are written as floats.
+    """
+    slide = tiles.attrs["slide"]
+    tile_px = int(tiles.info["tile_px"])
+    footprint = level0_footprint_px(tiles)
+    power = slide.get("objective_power")
+    # A store's slide record holds the mpp it was tiled with (file or override).
+    level0: float = int(power) if power and float(power).is_integer() else 10.0 / slide["mpp"]
+    target: float = level0 * tile_px / footprint
+    if isinstance(level0, int) and round(target) > 0:
+        whole = round(target)
+        if round(tile_px * level0 / whole) == round(footprint):
+            target = whole
+    return {
+        "level0_magnification": level0,
+        "target_magnification": target,
+        "patch_size_level0": round(footprint),
+    }
+
+
+def coords_attrs(
+    tiles: TileStore, save_dir: str | os.PathLike[str], layout: H5Layout
+) -> dict[str, Any]:
+    """The attributes ``layout``'s reader expects on the ``coords`` dataset of ``tiles``.
 
     Parameters
     ----------
     tiles
         An opened slide store.
     save_dir
-        Folder recorded as ``save_path`` / ``savetodir`` (where the file goes).
+        Folder recorded as CLAM's ``save_path`` / TRIDENT's ``savetodir``.
+    layout
+        ``"clam"`` or ``"trident"``; see the module docstring for their meanings.
     """
+    _check_layout(layout)
     info = tiles.info
+    ours = {
+        "tile_px": int(info["tile_px"]),
+        "mpp": float(info["mpp_actual"]),
+        "coordinate_space": "level0_px",
+    }
+    if layout == "trident":
+        return {
+            "patch_size": int(info["tile_px"]),
+            **trident_magnifications(tiles),
+            "overlap": int(info["config"]["overlap_px"]),
+            "name": tiles.slide_id,
+            "savetodir": str(save_dir),
+            **ours,
+        }
     slide = tiles.attrs["slide"]
     level = int(info["level"])
     downsample = float(slide["level_downsamples"][level])
     return {
-        # CLAM: how to read (patch_size px at patch_level).
         "patch_size": int(info["read_px"]),
         "patch_level": level,
         "downsample": np.array([downsample, downsample]),
@@ -81,16 +190,7 @@ def coords_attrs(tiles: TileStore, save_dir: str | os.PathLike[str]) -> dict[str
         "level_dim": np.array(slide["dimensions"], dtype=np.int64),
         "name": tiles.slide_id,
         "save_path": str(save_dir),
-        # TRIDENT: what it means physically.
-        "patch_size_level0": round(int(info["read_px"]) * downsample),
-        "target_magnification": 10.0 / float(info["mpp_requested"]),
-        "level0_magnification": 10.0 / float(slide["mpp"]) if slide.get("mpp") else -1.0,
-        "overlap": int(info["config"]["overlap_px"]),
-        "savetodir": str(save_dir),
-        # Ours: the exact resolution and output size.
-        "tile_px": int(info["tile_px"]),
-        "mpp": float(info["mpp_actual"]),
-        "coordinate_space": "level0_px",
+        **ours,
     }
 
 
