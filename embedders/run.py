@@ -24,6 +24,7 @@ from embedders.loader import Batch, iter_batches
 from slideflow_core.errors import SlideflowError
 from slideflow_core.features import FeatureWriter, features_part, write_features
 from slideflow_core.provenance import run_context
+from slideflow_core.repair import config_record
 from tiling.view import TileStore
 
 #: Batch size on CPU when none is given: in benchmarks/embedding.py (2 cores) the
@@ -224,6 +225,7 @@ def write_slide_features(
     cuda = _device_type(embedder) == "cuda"
     info = {
         "identity": identity,
+        "config": config_record(config),  # what sfc verify --repair redoes the part with
         "model": embedder.id,
         "tiles": config.tiles,
         "batch_size": size,

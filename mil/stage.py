@@ -135,6 +135,29 @@ class PredictStage(StageDefaults):
             checksums=experiment.checksums(self.config.fold),
         )
 
+    @classmethod
+    def config_from_record(cls, part: str, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The config that wrote ``attention/<name>``, from its record (run folder, folds used).
+
+        One fold recorded is that fold (for a one-fold run, the same models as
+        every fold); several are their mean. ``None`` for another kind of part.
+
+        Raises
+        ------
+        ValueError
+            For the out-of-fold attention a training wrote (no stage redoes it).
+        """
+        if not part.startswith("attention/") or "run_dir" not in record:
+            return None
+        if "prediction" not in record:
+            raise ValueError(
+                f"it is the out-of-fold attention of training run {record['run_dir']}; "
+                "run that experiment again to rewrite it"
+            )
+        folds = list(record.get("folds") or [])
+        fold = folds[0] if len(folds) == 1 else None
+        return {"run": str(record["run_dir"]), "fold": fold, "name": part.split("/", 1)[1]}
+
     @property
     def part_name(self) -> str:
         """``config.name``, or the run's name."""

@@ -15,7 +15,9 @@ A manifest is plain JSON::
 
     {"algorithm": "crc32", "files": {"tiles/c/0/0/0/0": [1234, "1a2b3c4d"], ...}}
 
-with paths relative to the store root, in POSIX form.
+with paths relative to the store root, in POSIX form. A store at a URL
+(``s3://``) is checked through fsspec: one listing gives every size, and the
+deep check streams each object.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from slideflow_core.cohort.records import is_uri
 
 _BLOCK_BYTES = 1 << 20
 #: The checksum manifests record.
@@ -34,11 +38,53 @@ ALGORITHM = "crc32"
 
 def file_checksum(path: str | os.PathLike[str]) -> str:
     """The CRC32 of one file as 8 hex digits, read in 1 MiB blocks."""
-    crc = 0
     with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK_BYTES):
-            crc = zlib.crc32(block, crc)
+        return _stream_checksum(handle)
+
+
+def _stream_checksum(handle: BinaryIO) -> str:
+    crc = 0
+    while block := handle.read(_BLOCK_BYTES):
+        crc = zlib.crc32(block, crc)
     return f"{crc:08x}"
+
+
+class _RemoteFiles:
+    """Sizes and checksums of the files under a URL, listed once through fsspec."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.fs, base = fsspec.core.url_to_fs(url)
+        self.base = base.rstrip("/")
+        self._sizes: dict[str, int] | None = None
+
+    def size(self, key: str) -> int | None:
+        if self._sizes is None:
+            found = self.fs.find(self.base, detail=True)
+            prefix = len(self.base) + 1
+            self._sizes = {path[prefix:]: int(info["size"]) for path, info in found.items()}
+        return self._sizes.get(key)
+
+    def checksum(self, key: str) -> str:
+        with self.fs.open(f"{self.base}/{key}", "rb") as handle:
+            return _stream_checksum(handle)
+
+
+class _LocalFiles:
+    """Sizes and checksums of the files under a local folder."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def size(self, key: str) -> int | None:
+        try:
+            return (self.root / key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def checksum(self, key: str) -> str:
+        return file_checksum(self.root / key)
 
 
 def _files_under(root: Path, entry: str) -> Iterable[Path]:
@@ -116,7 +162,7 @@ def check_manifest(
     Parameters
     ----------
     root
-        The store.
+        The store: a local folder or a URL (``s3://bucket/project/stores/a.zarr``).
     manifest
         As made by :func:`build_manifest`.
     deep
@@ -125,7 +171,8 @@ def check_manifest(
         Check only these files (those a read touches); keys the manifest does
         not list are ignored (chunks equal to the fill value are never written).
     """
-    root = Path(root)
+    raw = os.fspath(root)
+    found = _RemoteFiles(raw) if is_uri(raw) else _LocalFiles(raw)
     files: dict[str, list[Any]] = manifest.get("files", {})
     wanted = files if keys is None else [k for k in keys if k in files]
     if deep and manifest.get("algorithm") != ALGORITHM:
@@ -133,13 +180,11 @@ def check_manifest(
     missing, wrong_size, wrong_checksum = [], [], []
     for key in wanted:
         size, crc = files[key]
-        try:
-            actual = (root / key).stat().st_size
-        except FileNotFoundError:
+        actual = found.size(key)
+        if actual is None:
             missing.append(key)
-            continue
-        if actual != size:
+        elif actual != size:
             wrong_size.append(key)
-        elif deep and file_checksum(root / key) != crc:
+        elif deep and found.checksum(key) != crc:
             wrong_checksum.append(key)
     return FileProblems(tuple(missing), tuple(wrong_size), tuple(wrong_checksum), len(wanted))

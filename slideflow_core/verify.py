@@ -1,22 +1,27 @@
 """Checking slide stores against what their parts recorded when they committed.
 
 Every part written through :mod:`slideflow_core.store` lists its files with
-sizes and checksums in its marker. :func:`verify` compares a store with those
-lists (presence and sizes; checksums too when ``deep``), and :func:`repair`
-unmarks the damaged parts so the stage that wrote them redoes exactly those.
+sizes and checksums in its marker. :func:`verify` compares a store (a local
+folder or an ``s3://`` URL) with those lists (presence and sizes; checksums too
+when ``deep``); :func:`verify_exports` does the same for a project's export
+records. :func:`repair` unmarks the damaged parts of a store;
+:func:`slideflow_core.repair.repair_project` then redoes them with their stages.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from slideflow_core.manifest import FileProblems
+from slideflow_core.cohort.records import is_uri
+from slideflow_core.manifest import FileProblems, check_manifest
 from slideflow_core.store import (
+    MANIFEST,
     STORE_KIND,
     StoreError,
-    check_part,
     read_store_attrs,
     unmark_part,
 )
@@ -74,12 +79,16 @@ class VerifyReport:
         or it is not a slide store), else ``None``.
     deep
         Whether checksums were recomputed.
+    record
+        For an export (``store`` is then its ``<slide_id>.export.json``): the
+        record, else ``None``.
     """
 
-    store: Path
+    store: Path | str
     parts: tuple[PartCheck, ...]
     error: str | None = None
     deep: bool = False
+    record: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,12 +108,12 @@ class VerifyReport:
 
 
 def verify(store: str | os.PathLike[str], deep: bool = False) -> VerifyReport:
-    """Check every complete part of a local store against its manifest.
+    """Check every complete part of a store against its manifest.
 
     Parameters
     ----------
     store
-        A slide store.
+        A slide store: a local folder, or a URL (``s3://``, read through fsspec).
     deep
         Recompute every file's checksum (reads every byte); else presence and
         sizes only (one ``stat`` per file).
@@ -115,21 +124,46 @@ def verify(store: str | os.PathLike[str], deep: bool = False) -> VerifyReport:
         Per part: ``ok``, ``unverified`` (written before manifests) or
         ``corrupt`` with the files that are missing, resized or changed.
     """
-    path = Path(store)
+    raw = os.fspath(store)
+    path: Path | str = raw.rstrip("/") if is_uri(raw) else Path(raw)
     try:
         attrs = read_store_attrs(path)
     except StoreError as exc:
         return VerifyReport(path, (), error=exc.message, deep=deep)
-    checks = []
-    for part, info in sorted(attrs.get("parts", {}).items()):
-        if not info.get("complete"):
+    checks = tuple(
+        _check(path, part, info.get(MANIFEST), deep)
+        for part, info in sorted(attrs.get("parts", {}).items())
+        if info.get("complete")
+    )
+    return VerifyReport(path, checks, deep=deep)
+
+
+def _check(root: Path | str, part: str, manifest: Any, deep: bool) -> PartCheck:
+    if not manifest:
+        return PartCheck(part, "unverified")
+    problems = check_manifest(root, manifest, deep=deep)
+    return PartCheck(part, "ok" if problems.ok else "corrupt", problems)
+
+
+def verify_exports(project: str | os.PathLike[str], deep: bool = False) -> list[VerifyReport]:
+    """Check the files of every export record (``exports/<slide_id>.export.json``) of a project.
+
+    An export record lists its files with sizes and checksums, like a store part
+    (part name ``exports``); a record that does not read is damaged too.
+    """
+    reports = []
+    for path in sorted((Path(project) / "exports").glob("*.export.json")):
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            error = f"{path} is damaged ({exc}); export the slide again (sfc export)"
+            reports.append(VerifyReport(path, (), error=error, deep=deep))
             continue
-        problems = check_part(path, part, info, deep=deep)
-        if problems is None:
-            checks.append(PartCheck(part, "unverified"))
-        else:
-            checks.append(PartCheck(part, "ok" if problems.ok else "corrupt", problems))
-    return VerifyReport(path, tuple(checks), deep=deep)
+        check = _check(path.parent, "exports", record.get(MANIFEST), deep)
+        reports.append(VerifyReport(path, (check,), deep=deep, record=record))
+    return reports
 
 
 def repair(report: VerifyReport) -> tuple[str, ...]:
@@ -138,6 +172,11 @@ def repair(report: VerifyReport) -> tuple[str, ...]:
     A store whose root metadata is damaged has no markers to change: tiling
     it again replaces it. Returns the parts unmarked.
     """
+    if is_uri(os.fspath(report.store)):
+        raise StoreError(
+            f"{report.store} is at a URL: its parts are redone where its stores are built",
+            hint="rerun the pipeline (sfc run): stages redo parts that fail the cheap check",
+        )
     for check in report.broken:
         unmark_part(report.store, check.part)
     return tuple(check.part for check in report.broken)
@@ -146,11 +185,15 @@ def repair(report: VerifyReport) -> tuple[str, ...]:
 def find_stores(path: str | os.PathLike[str]) -> list[Path]:
     """The stores to check: every ``stores/*.zarr`` of a project, or ``path`` itself.
 
+    ``path`` may be a URL (``s3://bucket/project`` or one store there).
+
     Raises
     ------
     StoreError
         If ``path`` is neither a project with a ``stores`` folder nor a store.
     """
+    if is_uri(os.fspath(path)):
+        return _find_remote_stores(os.fspath(path).rstrip("/"))
     path = Path(path)
     if (path / "stores").is_dir():
         return sorted(p for p in (path / "stores").glob("*.zarr") if p.is_dir())
@@ -162,6 +205,22 @@ def find_stores(path: str | os.PathLike[str]) -> list[Path]:
     )
 
 
+def _find_remote_stores(url: str) -> list[Any]:
+    import fsspec
+
+    fs, base = fsspec.core.url_to_fs(url)
+    scheme = url.split("://", 1)[0]
+    if fs.exists(f"{base}/stores"):
+        found = [p for p in fs.ls(f"{base}/stores", detail=False) if p.endswith(".zarr")]
+        return sorted(f"{scheme}://{p}" for p in found)
+    if fs.exists(f"{base}/zarr.json"):
+        return [url]
+    raise StoreError(
+        f"{url} is neither a project (no stores folder) nor a {STORE_KIND}",
+        hint="give the run directory (with stores/) or one <slide_id>.zarr store",
+    )
+
+
 __all__ = [
     "PART_STATUSES",
     "PartCheck",
@@ -169,4 +228,5 @@ __all__ = [
     "find_stores",
     "repair",
     "verify",
+    "verify_exports",
 ]

@@ -70,11 +70,12 @@ def test_a_clean_project_passes(clean, capsys):
     assert "checked 1 stores, 2 parts (presence, sizes and checksums): 0 damaged" in out
 
 
-def test_every_damaged_part_is_one_line_and_repair_makes_reruns_redo_them(project, capsys):
-    manifest, project = project
+def test_every_damaged_part_is_one_line_and_repair_redoes_what_it_can(project, capsys):
+    _, project = project
     store = project / "stores" / "cmu.zarr"
     shard = store / SHARD
-    data = bytearray(shard.read_bytes())
+    clean_shard = shard.read_bytes()
+    data = bytearray(clean_shard)
     data[len(data) // 2] ^= 0x40
     shard.write_bytes(bytes(data))  # only the deep check sees this
     (store / FEATURES).unlink()
@@ -83,22 +84,24 @@ def test_every_damaged_part_is_one_line_and_repair_makes_reruns_redo_them(projec
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{store}: part features/m: missing {FEATURES}"
     assert "1 damaged" in lines[1]
-    assert f"sfc verify {project} --repair, then" in lines[2]
-    assert lines[3].strip().startswith("sfc embed") and "1 slide: cmu" in lines[3]
+    assert lines[2] == f"to redo exactly these parts: sfc verify {project} --repair"
 
-    assert _sfc_verify(str(store), "--deep", "--repair") == 1  # one store works too
+    # One store works too. Tiling again replaces the store, so features/m is redone
+    # too; its record holds no config (written by hand here), so it is left to the user.
+    assert _sfc_verify(str(store), "--deep", "--repair") == 1
     out = capsys.readouterr().out
     assert f"{store}: part features/m: missing {FEATURES}" in out
     assert f"{store}: part tiling: checksum mismatch {SHARD}" in out
-    assert "unmarked" in out and "sfc tile" in out and "sfc embed" in out
-    assert part_state(store, "tiling", CONFIG.identity()) == "missing"
+    assert "redid tiling with the tile stage: 1 done" in out
+    assert "cmu: features/m: its record holds no config" in out
+    assert "sfc embed  (same arguments as before; 1 slide: cmu)" in out
+    assert "after the repair: 1 stores checked, everything verifies" in out
+    assert shard.read_bytes() == clean_shard  # tiled again, as it was
+    assert part_state(store, "tiling", CONFIG.identity()) == "complete"
     assert part_state(store, "features/m", {"model": "m"}) == "missing"
-
-    assert _sfc_verify(str(project), "--deep") == 0  # nothing marked is damaged now
-    assert _tile(manifest, project) == "done"  # the rerun redoes the tiling part
-    assert _sfc_verify(str(project), "--deep") == 0
     with pytest.raises(StoreError, match="no complete features/m"):
         read_features(store, "m")
+    assert _sfc_verify(str(project), "--deep") == 0
 
 
 def test_the_installed_command_exits_1_on_damage_and_explains_a_wrong_path(project, tmp_path):

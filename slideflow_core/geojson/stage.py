@@ -5,10 +5,14 @@ Per slide it writes ``<project>/exports/<slide_id>.geojson.gz`` (through
 scores of the run asked for, ``<slide_id>.heatmap.png``. Both are written under
 temporary names and renamed into place; then ``<slide_id>.export.json`` is
 written, last: it records what the files were made from (the config, and the
-identity and commit time of every store part read). A rerun skips a slide whose
-record matches and whose files exist, and redoes one whose store has changed
-since (a new MIL run, new cells): exports are cheap to redo, so a stale one is
-refreshed rather than refused.
+identity and file manifest of every store part read) and the files themselves
+with sizes and checksums (``sfc verify`` checks them; ``--repair`` redoes a
+damaged export from the recorded config). A rerun skips a slide whose record
+matches and whose files are there at their recorded sizes, and redoes one whose
+store has changed since (a new MIL run, new cells): exports are cheap to redo,
+so a stale one is refreshed rather than refused. A store at a URL (a pipeline's
+``s3://`` run directory) is checked against the record uploaded beside it, in
+``<run_dir>/exports/``, without downloading anything.
 
 It runs as Ray tasks, one per slide: a cohort's exports spread over the
 cluster's cores, and the stores are read where the workers are.
@@ -16,6 +20,7 @@ cluster's cores, and the stores are read where the workers are.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -25,11 +30,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from slideflow_core.cohort import ProjectLayout
+from slideflow_core.cohort.records import is_uri
 from slideflow_core.features import attention_part
 from slideflow_core.geojson.export import LAYERS, ExportOptions, ExportSummary, export_store
 from slideflow_core.geojson.overlays import TILING_PART, StoreOverlays
+from slideflow_core.manifest import build_manifest, check_manifest
 from slideflow_core.stages import Plan, SlideOutcome, SlideRef, StageDefaults, Unit
-from slideflow_core.store import StoreError, read_store_attrs
+from slideflow_core.store import MANIFEST, StoreError, read_store_attrs
 
 #: The store part holding (a pointer to) a slide's cell table.
 CELLS_PART = "cells"
@@ -109,42 +116,74 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class ExportFiles:
-    """Where one slide's export goes: the GeoJSON, the heatmap and the record beside them."""
+    """Where one slide's export goes: the GeoJSON, the heatmap and the record beside them.
 
-    folder: Path
+    ``folder`` is a local folder, or a URL (``s3://.../exports``) whose record is
+    only read (through fsspec).
+    """
+
+    folder: Path | str
     slide_id: str
     gzip: bool
+
+    def _at(self, name: str) -> Path:
+        assert isinstance(self.folder, Path), "written locally only"
+        return self.folder / name
 
     @property
     def geojson(self) -> Path:
         """``<slide_id>.geojson.gz`` (or ``.geojson``)."""
-        return self.folder / f"{self.slide_id}.geojson{'.gz' if self.gzip else ''}"
+        return self._at(f"{self.slide_id}.geojson{'.gz' if self.gzip else ''}")
 
     @property
     def heatmap(self) -> Path:
         """``<slide_id>.heatmap.png``."""
-        return self.folder / f"{self.slide_id}.heatmap.png"
+        return self._at(f"{self.slide_id}.heatmap.png")
 
     @property
     def record(self) -> Path:
         """``<slide_id>.export.json``: what the files were made from; written last."""
-        return self.folder / f"{self.slide_id}.export.json"
+        return self._at(f"{self.slide_id}.export.json")
+
+    def read_record(self) -> dict[str, Any] | None:
+        """The record (local or at the folder's URL), or ``None`` when absent or unreadable."""
+        name = f"{self.slide_id}.export.json"
+        try:
+            if isinstance(self.folder, Path):
+                text = (self.folder / name).read_text()
+            else:
+                import fsspec
+
+                fs, base = fsspec.core.url_to_fs(self.folder)
+                text = fs.cat_file(f"{base.rstrip('/')}/{name}").decode()
+            record = json.loads(text)
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
 
     def current(self, identity: dict[str, Any]) -> bool:
-        """Whether the record matches ``identity`` and every file it lists exists."""
-        try:
-            record = json.loads(self.record.read_text())
-        except (OSError, ValueError):
+        """Whether the record matches ``identity`` and every file it lists is there as written."""
+        record = self.read_record()
+        if record is None or record.get("identity") != _jsonable(identity):
             return False
-        files = [self.folder / name for name in record.get("files", {}).values() if name]
-        return record.get("identity") == _jsonable(identity) and all(f.is_file() for f in files)
+        manifest = record.get(MANIFEST)
+        if manifest:
+            return check_manifest(self.folder, manifest).ok
+        names = [name for name in record.get("files", {}).values() if name]
+        # A record from before manifests: its files must exist (checked locally only).
+        return isinstance(self.folder, Path) and all(self._at(n).is_file() for n in names)
 
-    def write_record(self, identity: dict[str, Any], files: dict[str, Path | None]) -> None:
-        """Write the record atomically (after the files it describes)."""
+    def write_record(
+        self, identity: dict[str, Any], files: dict[str, Path | None], config: dict[str, Any]
+    ) -> None:
+        """Write the record atomically (after the files it describes), with their manifest."""
+        names = {kind: path.name if path else None for kind, path in files.items()}
         record = {
             "slide_id": self.slide_id,
             "identity": identity,
-            "files": {kind: path.name if path else None for kind, path in files.items()},
+            "config": config,
+            "files": names,
+            MANIFEST: build_manifest(self._at("."), [n for n in names.values() if n]),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         tmp = self.record.with_name(f".{self.record.name}.partial")
@@ -156,21 +195,22 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _part_stamp(store: Path, name: str, parts: dict[str, Any]) -> dict[str, Any] | None:
-    """What identifies the version of part ``name`` of ``store`` (None when it is missing).
+def _part_stamp(name: str, parts: dict[str, Any]) -> dict[str, Any] | None:
+    """What identifies the version of part ``name`` (None when it is missing).
 
-    The recorded identity and time, and the modification time of the part's own
-    metadata, which a rewrite of the part replaces even when its identity is the same.
+    The recorded identity and time, and a digest of the part's file manifest
+    (sizes and checksums), which a rewrite of the part changes even when its
+    identity is the same; all read from the store's root record, so a store at
+    a URL is stamped without reading its parts.
     """
     info = parts.get(name)
     if not info or not info.get("complete"):
         return None
-    meta = store.joinpath(*name.split("/"), "zarr.json")
-    return {
-        "identity": info.get("identity"),
-        "time": info.get("time"),
-        "committed_ns": meta.stat().st_mtime_ns if meta.is_file() else None,
-    }
+    manifest = info.get(MANIFEST)
+    digest = None
+    if manifest:
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return {"identity": info.get("identity"), "time": info.get("time"), "files": digest}
 
 
 class ExportStage(StageDefaults):
@@ -199,14 +239,22 @@ class ExportStage(StageDefaults):
         return ProjectLayout(Path(project)).exports
 
     def files(self, slide_id: str, store: str | os.PathLike[str]) -> ExportFiles:
-        """Where the export of ``slide_id``, whose store is ``<project>/stores/<id>.zarr``, goes."""
+        """Where the export of ``slide_id``, whose store is ``<project>/stores/<id>.zarr``, goes.
+
+        For a store at a URL (``<run_dir>/stores/<id>.zarr``), ``<run_dir>/exports``
+        unless ``out`` is set.
+        """
+        raw = os.fspath(store).rstrip("/")
+        if is_uri(raw) and self.config.out is None:
+            run_dir = raw.rsplit("/", 2)[0]
+            return ExportFiles(f"{run_dir}/exports", slide_id, self.config.gzip)
         return ExportFiles(self.folder(Path(store).parent.parent), slide_id, self.config.gzip)
 
     def identity(self, store: str | os.PathLike[str]) -> dict[str, Any]:
         """The config and the version of every store part an export of ``store`` reads."""
-        return self._identity(Path(store), read_store_attrs(store).get("parts", {}))
+        return self._identity(read_store_attrs(store).get("parts", {}))
 
-    def _identity(self, store: Path, parts: dict[str, Any]) -> dict[str, Any]:
+    def _identity(self, parts: dict[str, Any]) -> dict[str, Any]:
         names = [TILING_PART]
         if self.config.run is not None:
             names.append(attention_part(self.config.run))
@@ -214,12 +262,15 @@ class ExportStage(StageDefaults):
             names.append(CELLS_PART)
         return {
             "config": self.config.identity(),
-            "parts": {name: _part_stamp(store, name, parts) for name in names},
+            "parts": {name: _part_stamp(name, parts) for name in names},
         }
 
     def done(self, store: str) -> bool:
-        """Whether the store's export files exist and were made from its current parts."""
-        slide_id = Path(store).name.removesuffix(".zarr")
+        """Whether the store's export files exist and were made from its current parts.
+
+        ``store`` may be a URL: its record and the export record are read there.
+        """
+        slide_id = store.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
         try:
             identity = self.identity(store)
         except (OSError, StoreError):
@@ -231,7 +282,7 @@ class ExportStage(StageDefaults):
         started = time.time()
         files = self.files(slide.slide_id, slide.store)
         parts = read_store_attrs(slide.store).get("parts", {})
-        identity = self._identity(Path(slide.store), parts)
+        identity = self._identity(parts)
         if not overwrite and files.current(identity):
             details = {"geojson": str(files.geojson)}
             return SlideOutcome(slide.slide_id, "skipped", store=slide.store, details=details)
@@ -264,7 +315,8 @@ class ExportStage(StageDefaults):
         files, identity = plan.state
         summary: ExportSummary = results[0][0]
         heatmap: Path | None = results[0][1]
-        files.write_record(identity, {"geojson": files.geojson, "heatmap": heatmap})
+        written = {"geojson": files.geojson, "heatmap": heatmap}
+        files.write_record(identity, written, self.config.to_dict())
         details: dict[str, Any] = {f"n_{layer}": n for layer, n in summary.counts.items()}
         details.update(geojson=str(files.geojson), heatmap=str(heatmap) if heatmap else None)
         return SlideOutcome(
