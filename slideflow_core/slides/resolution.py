@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from slideflow_core.errors import ResolutionError
+from slideflow_core.slides.ome import ome_pixel_size_um
 
 #: Relative tolerance used when a pyramid level counts as "at" a requested mpp.
 DEFAULT_TOLERANCE = 0.05
@@ -75,7 +76,8 @@ def resolution_from_properties(properties: Mapping[str, str]) -> Resolution | No
 
     Sources, in order: the backend's normalised ``openslide.mpp-x/y`` or
     ``tiffslide.mpp-x/y`` (which read vendor metadata, DICOM pixel spacing and
-    TIFF resolution tags), then the Aperio ``ImageDescription`` ``|MPP = …|`` field.
+    TIFF resolution tags), the Aperio ``ImageDescription`` ``|MPP = …|`` field,
+    then an OME-XML ``ImageDescription``'s ``PhysicalSizeX/Y`` (units converted).
     Placeholder values (see :func:`is_placeholder_mpp`) are treated as missing.
 
     Returns
@@ -88,7 +90,7 @@ def resolution_from_properties(properties: Mapping[str, str]) -> Resolution | No
         my = _as_float(properties.get(f"{prefix}.mpp-y")) or mx
         if mx is not None and my is not None:
             if is_placeholder_mpp(mx) or is_placeholder_mpp(my):
-                return None
+                break  # a writer's default resolution tag: look in the description
             return Resolution(mx, my, f"{prefix}.mpp-x/y")
     description = properties.get("tiff.ImageDescription") or ""
     match = _APERIO_MPP.search(description)
@@ -96,6 +98,9 @@ def resolution_from_properties(properties: Mapping[str, str]) -> Resolution | No
         value = _as_float(match.group(1))
         if value is not None and not is_placeholder_mpp(value):
             return Resolution(value, value, "Aperio ImageDescription")
+    ome = ome_pixel_size_um(description)
+    if ome is not None and not any(is_placeholder_mpp(v) for v in ome):
+        return Resolution(ome[0], ome[1], "OME-XML PhysicalSizeX")
     return None
 
 
