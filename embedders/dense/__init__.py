@@ -6,7 +6,10 @@ writes every nucleus of a slide as a polygon with measurements to a cell table, 
 ``segment_cohort(project, ...)`` does it for a project on Ray, one task per band of
 tiles (:class:`SegmentStage` through :func:`slideflow_core.stages.run_cohort`).
 :mod:`.metrics` scores instance maps (Dice, AJI, PQ, detection F1);
-:func:`train_dense_head` trains the learned head on annotated tiles.
+:func:`train_segmenter` (``sfc cells train``) trains the learned segmenter
+(``"learned"``: a U-Net trained end to end) on annotated tiles, and
+:func:`train_dense_head` a decoder on a foundation model's patch tokens
+(``"hovernet-head"``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING
 from slideflow_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from embedders.dense.augment import AugmentConfig
     from embedders.dense.base import Segmenter, TileSegmentation
     from embedders.dense.classical import ClassicalConfig, ClassicalSegmenter
     from embedders.dense.data import (
@@ -23,8 +27,12 @@ if TYPE_CHECKING:
         AnnotationError,
         pannuke_tiles,
         read_annotated_folder,
+        read_training_data,
+        tile_folds,
+        tile_source,
         tuning_split,
     )
+    from embedders.dense.fit import SegmenterTrainConfig, TrainResult, train_segmenter
     from embedders.dense.learned import DenseHeadSegmenter, load_dense_head
     from embedders.dense.metrics import (
         TileScores,
@@ -35,6 +43,7 @@ if TYPE_CHECKING:
         panoptic_quality,
         score_tile,
     )
+    from embedders.dense.nucleus_net import LearnedSegmenter, load_segmenter_weights
     from embedders.dense.plan import SegmentationError, SegmentConfig, SegmentConfigError
     from embedders.dense.registry import (
         create_segmenter,
@@ -55,7 +64,16 @@ _EXPORTS = {
     "AnnotationError": "embedders.dense.data",
     "pannuke_tiles": "embedders.dense.data",
     "read_annotated_folder": "embedders.dense.data",
+    "read_training_data": "embedders.dense.data",
+    "tile_folds": "embedders.dense.data",
+    "tile_source": "embedders.dense.data",
     "tuning_split": "embedders.dense.data",
+    "AugmentConfig": "embedders.dense.augment",
+    "SegmenterTrainConfig": "embedders.dense.fit",
+    "TrainResult": "embedders.dense.fit",
+    "train_segmenter": "embedders.dense.fit",
+    "LearnedSegmenter": "embedders.dense.nucleus_net",
+    "load_segmenter_weights": "embedders.dense.nucleus_net",
     "DenseHeadSegmenter": "embedders.dense.learned",
     "load_dense_head": "embedders.dense.learned",
     "TileScores": "embedders.dense.metrics",
@@ -83,32 +101,41 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = [
     "AnnotatedTile",
     "AnnotationError",
+    "AugmentConfig",
     "ClassicalConfig",
     "ClassicalSegmenter",
     "DenseHeadSegmenter",
     "DenseTrainConfig",
+    "LearnedSegmenter",
     "SegmentConfig",
     "SegmentConfigError",
     "SegmentStage",
     "SegmentationError",
     "Segmenter",
+    "SegmenterTrainConfig",
     "TileScores",
     "TileSegmentation",
+    "TrainResult",
     "aji",
     "create_segmenter",
     "detection_f1",
     "dice",
     "list_segmenters",
     "load_dense_head",
+    "load_segmenter_weights",
     "match_points",
     "pannuke_tiles",
     "panoptic_quality",
     "read_annotated_folder",
+    "read_training_data",
     "register_segmenter",
     "score_tile",
     "segment_cohort",
     "segment_slide",
     "segmenter_names",
+    "tile_folds",
+    "tile_source",
     "train_dense_head",
+    "train_segmenter",
     "tuning_split",
 ]

@@ -128,3 +128,97 @@ def _run_segment(args: argparse.Namespace) -> int:
     )
     print(json.dumps(outcome.to_dict(), indent=1, default=str))
     return 0
+
+
+def register_cells(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sfc cells train ANNOTATED_FOLDER --out WEIGHTS``."""
+    parser = add_command(
+        subparsers,
+        "cells",
+        help="train nucleus segmenters on annotated tiles",
+        description="Nucleus segmenters from annotated tiles (ID.png + ID.inst.png pairs with\n"
+        "an optional manifest.json of µm/px, or PanNuke images.npy + masks.npy).",
+    )
+    actions = parser.add_subparsers(dest="cells_command", metavar="ACTION", required=True)
+    train = add_command(
+        actions,
+        "train",
+        help="train the learned segmenter (sfc segment --segmenter learned --weights W)",
+        description="Train the learned segmenter end to end on an annotated folder and write\n"
+        "WEIGHTS (safetensors) with its card (WEIGHTS.card.json). Resumes from\n"
+        "WEIGHTS.checkpoint.safetensors when a run with the same settings was stopped.",
+    )
+    train.add_argument("folder", help="annotated folder (ID.png + ID.inst.png, or PanNuke .npy)")
+    train.add_argument("--out", required=True, help="weights file to write (.safetensors)")
+    train.add_argument("--validation", help="annotated folder scored after training (card)")
+    train.add_argument(
+        "--hold-out",
+        action="store_true",
+        help="train on the first of two folds of FOLDER (by source, then tile) and "
+        "validate on the second",
+    )
+    train.add_argument("--init", help="earlier weights to fine-tune instead of from scratch")
+    train.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    train.add_argument("--batch-size", type=int, default=8, help="crops per step")
+    train.add_argument("--crop-px", type=int, default=256, help="crop side, pixels")
+    train.add_argument("--target-mpp", type=float, default=0.25, help="working µm/px")
+    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    train.add_argument("--max-minutes", type=float, help="stop training after this long")
+    train.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    train.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=_run_cells_train)
+
+
+def _run_cells_train(args: argparse.Namespace) -> int:
+    from embedders.dense.data import (
+        AnnotationError,
+        folder_licences,
+        read_training_data,
+        tuning_split,
+    )
+    from embedders.dense.fit import SegmenterTrainConfig, train_segmenter
+
+    tiles = read_training_data(args.folder)
+    validation = read_training_data(args.validation) if args.validation else []
+    if args.hold_out:
+        if validation:
+            raise AnnotationError(
+                "--hold-out and --validation both choose validation tiles",
+                hint="give one of them",
+            )
+        by_id = {t.id: t for t in tiles}
+        train_ids, held_ids = tuning_split(sorted(by_id))
+        tiles, validation = [by_id[i] for i in train_ids], [by_id[i] for i in held_ids]
+    try:
+        config = SegmenterTrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            crop_px=args.crop_px,
+            mpp=args.target_mpp,
+            lr=args.lr,
+            max_minutes=args.max_minutes,
+            threads=args.threads,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    except ValueError as exc:
+        raise AnnotationError(str(exc), hint="see sfc cells train --help") from exc
+    data = {
+        "folder": str(Path(args.folder).resolve()),
+        "licences": folder_licences(args.folder),
+        "validation_folder": str(Path(args.validation).resolve()) if args.validation else None,
+        "split": "hold-out: fold 1 of 2 trains, fold 2 validates" if args.hold_out else None,
+    }
+    result = train_segmenter(
+        tiles, out=args.out, config=config, validation=validation, init=args.init, data=data
+    )
+    summary = {
+        "weights": str(args.out),
+        "steps": len(result.history),
+        "seconds": round(result.seconds, 1),
+        "final_loss": result.history[-1]["loss"] if result.history else None,
+        "validation": result.validation,
+    }
+    print(json.dumps(summary, indent=1))
+    return 0

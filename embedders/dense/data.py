@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from slideflow_core.errors import SlideflowError
 DEFAULT_MPP = 0.25
 PANNUKE_CLASSES = ("neoplastic", "inflammatory", "connective", "dead", "epithelial")
 _INSTANCE_SUFFIX = ".inst.png"
+_TCGA_PATIENT = re.compile(r"TCGA-[0-9A-Z]{2}-[0-9A-Z]{4}")
 
 
 class AnnotationError(SlideflowError):
@@ -191,16 +193,84 @@ def pannuke_tiles(
     return tiles
 
 
+def tile_source(tile_id: str) -> str:
+    """The source a tile comes from, so folds never split one source's tiles needlessly.
+
+    The id up to its first ``_`` (``cpm15_image01`` → ``cpm15``); without one, the
+    patient of a TCGA barcode (``TCGA-69-7764-01A-01-TS1`` → ``TCGA-69-7764``); else the
+    id itself (every tile its own source).
+    """
+    if "_" in tile_id:
+        return tile_id.split("_", 1)[0]
+    match = _TCGA_PATIENT.match(tile_id)
+    return match.group(0) if match else tile_id
+
+
+def tile_folds(ids: Sequence[str], k: int = 2) -> list[list[str]]:
+    """``ids`` dealt into ``k`` folds: sources in sorted order, each source's tiles in turn.
+
+    One deal runs through every source's sorted tiles without restarting, so each fold
+    mixes sources, organs and magnifications, and a folder where every tile is its own
+    source (MoNuSeg's ``TCGA-...`` names) is simply k-fold by tile.
+
+    Raises
+    ------
+    AnnotationError
+        If there are fewer tiles than folds.
+    """
+    if not isinstance(k, int) or k < 2:
+        raise AnnotationError(f"k-fold needs k >= 2, got {k!r}")
+    unique = sorted(set(ids))
+    if len(unique) < k:
+        raise AnnotationError(
+            f"{len(unique)} annotated tile(s) cannot be split into {k} folds",
+            hint="annotate more tiles, or give a separate training folder (--train)",
+        )
+    folds: list[list[str]] = [[] for _ in range(k)]
+    dealt = 0
+    for source in sorted({tile_source(i) for i in unique}):
+        for tile_id in sorted(i for i in unique if tile_source(i) == source):
+            folds[dealt % k].append(tile_id)
+            dealt += 1
+    return folds
+
+
 def tuning_split(ids: Sequence[str]) -> tuple[list[str], list[str]]:
     """The tiles the classical defaults were tuned on, and the held-out rest.
 
-    Within each source (the id up to the first ``_``: ``cpm15``, ``monuseg``), tiles in
-    sorted order alternate between the halves, so both halves mix sources, organs and
-    magnifications.
+    The two folds of :func:`tile_folds`: on the shipped tiles, alternate tiles of each
+    source (``cpm15``, ``monuseg``) in sorted order.
     """
-    tuning, held_out = [], []
-    for source in sorted({i.split("_", 1)[0] for i in ids}):
-        mine = sorted(i for i in ids if i.split("_", 1)[0] == source)
-        tuning += mine[0::2]
-        held_out += mine[1::2]
+    tuning, held_out = tile_folds(ids, 2)
     return tuning, held_out
+
+
+def read_training_data(folder: str | os.PathLike[str]) -> list[AnnotatedTile]:
+    """Annotated tiles of a folder in either documented format.
+
+    ``ID.png`` + ``ID.inst.png`` pairs (:func:`read_annotated_folder`), or PanNuke
+    arrays ``images.npy`` + ``masks.npy`` (:func:`pannuke_tiles`, 0.25 µm/px).
+
+    Raises
+    ------
+    AnnotationError
+        If the folder holds neither.
+    """
+    folder = Path(folder)
+    if (folder / "images.npy").is_file() and (folder / "masks.npy").is_file():
+        images = np.load(folder / "images.npy", mmap_mode="r")
+        masks = np.load(folder / "masks.npy", mmap_mode="r")
+        return pannuke_tiles(images, masks, prefix=folder.name or "pannuke")
+    return read_annotated_folder(folder)
+
+
+def folder_licences(folder: str | os.PathLike[str]) -> list[str]:
+    """The distinct ``license`` values of a folder's ``manifest.json`` tiles (none without)."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return []
+    try:
+        tiles = json.loads(path.read_text()).get("tiles", [])
+    except (ValueError, AttributeError):
+        return []
+    return sorted({str(t["license"]) for t in tiles if isinstance(t, dict) and "license" in t})

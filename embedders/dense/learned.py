@@ -25,12 +25,12 @@ from embedders.dense.base import Segmenter, TileSegmentation
 from embedders.dense.decoder import DenseDecoder, DenseHeadModel
 from embedders.dense.hovernet_post import hovernet_instances, instance_types
 from embedders.dense.registry import register_segmenter
+from embedders.dense.windows import window_maps
 from slideflow_core.errors import SlideflowError
 
 FORMAT = "slideflow-core dense head"
 #: Pixels of context dropped at each inner edge of a sliding-window prediction.
 _WINDOW_MARGIN_PX = 16
-_BATCH = 8
 
 
 class DenseHeadError(SlideflowError):
@@ -174,47 +174,20 @@ class DenseHeadSegmenter(Segmenter):
         """Dense maps of an image of any size by overlapping ``input_px`` windows.
 
         Returns ``np`` (nucleus probability, ``(H, W)``), ``hv`` (``(2, H, W)``) and
-        ``type`` (``(K + 1, H, W)`` probabilities). Each window contributes only its
-        centre (all but ``_WINDOW_MARGIN_PX`` at inner edges), so seams do not show.
+        ``type`` (``(K + 1, H, W)`` probabilities); see :func:`.windows.window_maps`.
         """
-        side, margin = self.input_px, _WINDOW_MARGIN_PX
-        height, width = image.shape[:2]
-        padded_h, padded_w = max(height, side), max(width, side)
-        canvas = np.full((padded_h, padded_w, 3), 255, np.uint8)
-        canvas[:height, :width] = image
-        step = side - 2 * margin
-        ys = sorted({*range(0, padded_h - side, step), padded_h - side})
-        xs = sorted({*range(0, padded_w - side, step), padded_w - side})
-        out = {
-            "np": np.zeros((padded_h, padded_w), np.float32),
-            "hv": np.zeros((2, padded_h, padded_w), np.float32),
-            "type": np.zeros((len(self._classes) + 1, padded_h, padded_w), np.float32),
-        }
-        corners = [(y, x) for y in ys for x in xs]
-        for start in range(0, len(corners), _BATCH):
-            batch = corners[start : start + _BATCH]
-            crops = np.stack([canvas[y : y + side, x : x + side] for y, x in batch])
+
+        def predict(crops: np.ndarray) -> dict[str, np.ndarray]:
             with torch.inference_mode():
                 maps = self.model(self.normalise(crops).to(self.device))
-            nuclear = functional.softmax(maps["np"], dim=1)[:, 1].cpu().numpy()
-            hv = maps["hv"].cpu().numpy()
-            types = functional.softmax(maps["type"], dim=1).cpu().numpy()
-            for i, (y, x) in enumerate(batch):
-                # Keep the window's centre, and its outer part only at the canvas edges.
-                top = 0 if y == 0 else margin
-                left = 0 if x == 0 else margin
-                bottom = side if y + side >= padded_h else side - margin
-                right = side if x + side >= padded_w else side - margin
-                region = (slice(y + top, y + bottom), slice(x + left, x + right))
-                inner = (slice(top, bottom), slice(left, right))
-                out["np"][region] = nuclear[i][inner]
-                out["hv"][(slice(None), *region)] = hv[i][(slice(None), *inner)]
-                out["type"][(slice(None), *region)] = types[i][(slice(None), *inner)]
-        return {
-            "np": out["np"][:height, :width],
-            "hv": out["hv"][:, :height, :width],
-            "type": out["type"][:, :height, :width],
-        }
+            return {
+                "np": functional.softmax(maps["np"], dim=1)[:, 1:].cpu().numpy(),
+                "hv": maps["hv"].cpu().numpy(),
+                "type": functional.softmax(maps["type"], dim=1).cpu().numpy(),
+            }
+
+        maps = window_maps(image, predict, side=self.input_px, margin=_WINDOW_MARGIN_PX)
+        return {"np": maps["np"][0], "hv": maps["hv"], "type": maps["type"]}
 
     def segment(self, image: np.ndarray) -> TileSegmentation:
         """Nuclei of one uint8 RGB image at :attr:`mpp`."""

@@ -233,16 +233,44 @@ class TileScores:
     f1: float
     n_truth: int
     n_pred: int
+    precision: float = float("nan")
+    recall: float = float("nan")
+    false_per_mm2: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values."""
         return asdict(self)
 
 
-def score_tile(truth: np.ndarray, pred: np.ndarray, *, max_distance_px: float) -> TileScores:
-    """Dice, AJI, PQ (with DQ, SQ) and detection F1 of one prediction."""
+def false_detections(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
+    """Predicted nuclei that touch no annotated nucleus, and the non-nuclear pixels.
+
+    Counted on the annotation's background only, these are what a segmenter calls a
+    nucleus in stroma, collagen or lumen: the precision measure that does not depend
+    on how well touching nuclei are split.
+    """
+    truth, pred = np.asarray(truth), np.asarray(pred)
+    if truth.shape != pred.shape:
+        raise ValueError(f"shapes differ: truth {truth.shape}, prediction {pred.shape}")
+    touching = np.unique(pred[(truth > 0) & (pred > 0)])
+    found = np.unique(pred[pred > 0])
+    return len(np.setdiff1d(found, touching)), int((truth == 0).sum())
+
+
+def score_tile(
+    truth: np.ndarray, pred: np.ndarray, *, max_distance_px: float, mpp: float | None = None
+) -> TileScores:
+    """Dice, AJI, PQ (with DQ, SQ), detection F1 / precision / recall of one prediction.
+
+    With ``mpp``, also false detections per mm² of the annotation's non-nuclear area
+    (:func:`false_detections`).
+    """
     pq = panoptic_quality(truth, pred)
     det = detection_f1(truth, pred, max_distance_px)
+    per_mm2 = float("nan")
+    if mpp is not None:
+        false, background_px = false_detections(truth, pred)
+        per_mm2 = false / max(background_px * mpp**2 / 1e6, 1e-12)
     return TileScores(
         dice=dice(truth, pred),
         aji=aji(truth, pred),
@@ -252,4 +280,7 @@ def score_tile(truth: np.ndarray, pred: np.ndarray, *, max_distance_px: float) -
         f1=det.f1,
         n_truth=pq.tp + pq.fn,
         n_pred=pq.tp + pq.fp,
+        precision=det.precision,
+        recall=det.recall,
+        false_per_mm2=per_mm2,
     )

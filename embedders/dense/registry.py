@@ -16,7 +16,12 @@ from slideflow_core.registry import Registry
 
 _SEGMENTERS: Registry[Callable[..., Segmenter]] = Registry("segmenter")
 #: Modules whose import registers the built-in segmenters.
-_BUILT_IN = ("embedders.dense.classical", "embedders.dense.learned", "embedders.dense.adapters")
+_BUILT_IN = (
+    "embedders.dense.classical",
+    "embedders.dense.nucleus_net",
+    "embedders.dense.learned",
+    "embedders.dense.adapters",
+)
 
 
 def register_segmenter(

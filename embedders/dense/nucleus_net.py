@@ -1,0 +1,235 @@
+"""The learned nucleus segmenter: a trained :class:`NucleusUNet` and HoVer-Net post-processing.
+
+Weights are one safetensors file whose metadata holds the model card (JSON): the
+architecture, the µm/px it works at, the classes, and how it was trained (data and
+licences, steps, time, validation scores). The same card is written beside it as
+``NAME.card.json`` for people to read. Train one with :func:`train_segmenter` or
+``sfc cells train``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch.nn import functional
+
+from embedders.dense.base import Segmenter, TileSegmentation
+from embedders.dense.hovernet_post import hovernet_instances, instance_types
+from embedders.dense.registry import register_segmenter
+from embedders.dense.unet import NucleusUNet
+from embedders.dense.windows import window_maps
+from slideflow_core.errors import SlideflowError
+
+FORMAT = "slideflow-core nucleus unet"
+#: Largest window the network sees at once, and the context dropped at inner window edges.
+WINDOW_PX = 1024
+_MARGIN_PX = 32
+
+
+class NucleusWeightsError(SlideflowError):
+    """Learned-segmenter weights are missing, corrupt or of another format."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def card_path(weights: str | os.PathLike[str]) -> Path:
+    """Where the readable card of ``weights`` lives (``NAME.card.json`` beside it)."""
+    path = Path(weights)
+    return path.with_name(path.name.removesuffix(".safetensors") + ".card.json")
+
+
+def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The card and the tensors of a learned-segmenter weights file.
+
+    Raises
+    ------
+    NucleusWeightsError
+        If the file is missing, not safetensors, or not written by :meth:`LearnedSegmenter.save`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NucleusWeightsError(
+            f"learned-segmenter weights not found: {path}",
+            hint="train them with: sfc cells train ANNOTATED_FOLDER --out WEIGHTS",
+        )
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = dict(handle.metadata() or {})
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise NucleusWeightsError(f"{path} is not a safetensors file ({exc})") from exc
+    if raw.get("format") != FORMAT:
+        raise NucleusWeightsError(
+            f"{path} is not a learned-segmenter file (format {raw.get('format')!r})",
+            hint="pass weights written by sfc cells train (hovernet-head weights load with "
+            "--segmenter hovernet-head)",
+        )
+    return json.loads(raw["card"]), state
+
+
+@register_segmenter(
+    "learned",
+    kind="learned",
+    needs_weights=True,
+    classes="from the weights",
+    description="U-Net with nucleus-pixel / HV (/ type) branches trained end to end "
+    "(sfc cells train) + HoVer-Net post-processing",
+)
+class LearnedSegmenter(Segmenter):
+    """Nuclei from a trained :class:`NucleusUNet` through HoVer-Net post-processing.
+
+    Parameters
+    ----------
+    weights
+        A ``.safetensors`` file written by :meth:`save` (``sfc cells train``). Without
+        it an untrained network is built from the other arguments (for training).
+    classes
+        Nucleus types of the type branch (none: nuclei only).
+    mpp
+        µm per pixel of the images it is trained and run at.
+    width, depth
+        Channels of the first stage and number of stages of the network.
+    device
+        Where it runs (``"cpu"``, ``"cuda"``).
+    min_area_um2
+        Smallest nucleus kept by the post-processing.
+    """
+
+    name = "learned"
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        *,
+        classes: tuple[str, ...] = (),
+        mpp: float = 0.25,
+        width: int = 16,
+        depth: int = 4,
+        device: str = "cpu",
+        min_area_um2: float = 8.0,
+    ) -> None:
+        self.card: dict[str, Any] = {}
+        self.weights_sha256: str | None = None
+        state = None
+        if weights is not None:
+            self.card, state = read_weights(weights)
+            model = self.card["model"]
+            classes, mpp = tuple(model["classes"]), float(model["mpp"])
+            width, depth = int(model["width"]), int(model["depth"])
+            self.weights_sha256 = _sha256(Path(weights))
+        self._classes, self._mpp = tuple(classes), float(mpp)
+        self.min_area_um2 = float(min_area_um2)
+        self.model = NucleusUNet(width=width, depth=depth, n_types=len(self._classes))
+        if state is not None:
+            try:
+                self.model.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise NucleusWeightsError(
+                    f"{weights} does not fit the network its card describes ({exc})"
+                ) from exc
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+
+    @property
+    def mpp(self) -> float:
+        """µm per pixel of the images it expects."""
+        return self._mpp
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Nucleus types of the type branch."""
+        return self._classes
+
+    def identity(self) -> dict[str, Any]:
+        """Architecture, classes, resolution and the weights' checksum."""
+        return {
+            "name": self.name,
+            "width": self.model.width,
+            "depth": self.model.depth,
+            "classes": list(self._classes),
+            "mpp": self._mpp,
+            "weights_sha256": self.weights_sha256,
+            "min_area_um2": self.min_area_um2,
+        }
+
+    @staticmethod
+    def normalise(images: np.ndarray) -> torch.Tensor:
+        """uint8 ``(N, S, S, 3)`` → float ``(N, 3, S, S)`` centred on mid-grey."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+        return (x - 127.5) / 64.0
+
+    def predict_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Maps ``np`` (nucleus probability ``(H, W)``), ``hv`` and ``type`` of an image."""
+        multiple = self.model.multiple_px
+        fits = -(-max(image.shape[:2]) // multiple) * multiple
+        side = min(WINDOW_PX, fits)
+
+        def predict(crops: np.ndarray) -> dict[str, np.ndarray]:
+            with torch.inference_mode():
+                maps = self.model(self.normalise(crops).to(self.device))
+            return {
+                "np": functional.softmax(maps["np"], dim=1)[:, 1:].cpu().numpy(),
+                "hv": maps["hv"].cpu().numpy(),
+                "type": functional.softmax(maps["type"], dim=1).cpu().numpy(),
+            }
+
+        maps = window_maps(image, predict, side=side, margin=min(_MARGIN_PX, side // 4), batch=1)
+        return {"np": maps["np"][0], "hv": maps["hv"], "type": maps["type"]}
+
+    def segment(self, image: np.ndarray) -> TileSegmentation:
+        """Nuclei of one uint8 RGB image at :attr:`mpp`."""
+        maps = self.predict_maps(image)
+        labels = hovernet_instances(
+            maps["np"], maps["hv"], min_area_px=self.min_area_um2 / self._mpp**2
+        )
+        if not self._classes:
+            return TileSegmentation(labels)
+        probabilities, _ = instance_types(labels, maps["type"])
+        return TileSegmentation(labels, self._classes, probabilities)
+
+    def save(self, path: str | os.PathLike[str], *, card: dict[str, Any] | None = None) -> str:
+        """Write the network and its card (safetensors + ``NAME.card.json``); returns SHA-256."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        full = {
+            **(card or {}),
+            "model": {
+                "architecture": "NucleusUNet (NP + HV branches, HoVer-Net post-processing)",
+                "width": self.model.width,
+                "depth": self.model.depth,
+                "classes": list(self._classes),
+                "mpp": self._mpp,
+                "parameters": sum(p.numel() for p in self.model.parameters()),
+            },
+        }
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        tmp = path.with_name(path.name + ".partial")
+        save_file(state, str(tmp), metadata={"format": FORMAT, "card": json.dumps(full)})
+        os.replace(tmp, path)
+        self.card = full
+        self.weights_sha256 = _sha256(path)
+        card_path(path).write_text(
+            json.dumps({**full, "weights_sha256": self.weights_sha256}, indent=1) + "\n"
+        )
+        return self.weights_sha256
+
+
+def load_segmenter_weights(
+    path: str | os.PathLike[str], *, device: str = "cpu"
+) -> LearnedSegmenter:
+    """The learned segmenter saved at ``path``: ``create_segmenter("learned", weights=path)``."""
+    return LearnedSegmenter(path, device=device)
