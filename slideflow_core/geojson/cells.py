@@ -199,9 +199,15 @@ class CellTable:
     def _records(self, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
         """Record batches one row group at a time, decoded in this thread (flat memory)."""
         for group in range(self._file.num_row_groups):
-            yield from self._file.iter_batches(
-                batch_size=batch_rows, row_groups=[group], columns=columns, use_threads=False
-            )
+            try:
+                yield from self._file.iter_batches(
+                    batch_size=batch_rows, row_groups=[group], columns=columns, use_threads=False
+                )
+            except (pa.ArrowInvalid, OSError) as exc:  # a changed byte in a data page
+                raise CellTableError(
+                    f"{self.path}: row group {group} cannot be read ({exc})",
+                    hint="the table is damaged: sfc verify PROJECT --deep --repair redoes it",
+                ) from exc
 
     def bounds(self) -> np.ndarray:
         """``(n, 4)`` float32 ``minx, miny, maxx, maxy`` of every nucleus (computed once)."""
