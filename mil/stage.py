@@ -280,6 +280,8 @@ class PredictStage(StageDefaults):
 
         Rows of slides this run did not see (an earlier wave of a pipeline, another
         manifest) are kept from the table already there; a slide that failed loses its row.
+        Slides given by id (no manifest, as ``sfc verify --repair`` does) keep the
+        labels the table had for them.
         """
         rows = [
             {"slide_id": r.slide_id, **r.details}
@@ -291,6 +293,9 @@ class PredictStage(StageDefaults):
         if path.is_file():
             earlier = pd.read_csv(path, dtype={"slide_id": str})
             seen = {r.slide_id for r in report.results}
+            kept = [c for c in self.facts.label_columns if c in earlier and c not in frame]
+            if kept and len(frame):
+                frame = frame.merge(earlier[["slide_id", *kept]], on="slide_id", how="left")
             frame = pd.concat([earlier[~earlier["slide_id"].isin(seen)], frame], ignore_index=True)
         front = ["slide_id", *(c for c in self.facts.label_columns if c in frame)]
         frame = frame[front + [c for c in frame.columns if c not in front]]
