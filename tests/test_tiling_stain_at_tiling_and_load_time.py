@@ -51,7 +51,7 @@ def test_tiles_are_normalised_towards_the_reference(cmu_svs, reference_png, tmp_
 
 
 def test_coordinates_only_stores_normalise_at_load_time(cmu_svs, reference_png, tmp_path):
-    base = {"mpp": 0.499, "tile_px": 128, "shard_tiles": 32, "stain": "macenko"}
+    base = {"mpp": 0.499, "tile_px": 128, "shard_tiles": 32, "stain": "macenko", "codec": "zstd"}
     stored = open_store(
         tile_slide(
             cmu_svs, tmp_path / "px.zarr", TilingConfig(**base, stain_reference=str(reference_png))
