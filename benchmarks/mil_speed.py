@@ -2,6 +2,8 @@
 
     python benchmarks/mil_speed.py [--bags 1000] [--instances 5000] [--dim 1024]
                                    [--heads abmil,transmil] [--work DIR] [--quick]
+                                   [--small-data musk1.csv.gz] [--small-batch 16]
+                                   [--no-big] [--no-small] [--no-huge]
 
 Bags live where a real cohort's do: one slide store per bag with a float16
 ``features/<model>`` part (``--bags × --instances × --dim``; 1,000 × 5,000 ×
@@ -19,6 +21,16 @@ One epoch per row, fresh model each time, one bag per step (CLAM's setting):
   memory, repeated, no reading;
 - ``torchmil`` (when installed): its ABMIL/TransMIL with the same encoder in the
   per-bag loop.
+
+Small bags (``--no-small`` skips): a Musk2-sized set held in memory (102 bags,
+6,598 instances, 166-d, heavy-tailed sizes like Musk2's 1-1,044; or the bags of
+``--small-data``, any ``bag_id,label,f…`` table), one torch thread, hidden size
+128, the best of three interleaved rounds of five epochs:
+
+- ``torchmil, per-bag loop`` and ``torchmil, batched`` (its ``collate_fn``:
+  padded bags and mask, ``--small-batch`` bags per step);
+- ``ours (mil.fit), batch 1`` and ``ours (mil.fit), batch N`` (padded, masked,
+  size-bucketed batches of ``--small-batch`` bags).
 
 Then peak RSS of one epoch (and of inference) on a single 200,000 × ``--dim``
 bag, each in a fresh process: the whole bag, and capped with ``max_instances``.
@@ -40,7 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import peak_rss_mb, print_table, write_json
-from mil.data import StoreBags
+from mil.data import BagTable, StoreBags, read_mil_csv
 from mil.models import create_head
 from mil.tasks import create_task
 from mil.train import MILModel, TrainConfig, fit, predict_bags
@@ -49,6 +61,8 @@ from slideflow_core.store import StoreError, commit_store, start_store
 
 MODEL_ID = "bench"
 HUGE_BAG = 200_000
+MUSK2 = {"bags": 102, "instances": 6598, "dim": 166}
+SMALL_HIDDEN = 128
 
 
 def write_bag_store(path: Path, n: int, dim: int, seed: int) -> None:
@@ -183,6 +197,99 @@ def epoch_rows(source: StoreBags, heads: list[str]) -> list[dict]:
     return rows
 
 
+def musk2_sized(seed: int = 0) -> BagTable:
+    """102 bags, 6,598 instances, 166-d: Musk2's shape with heavy-tailed bag sizes."""
+    rng = np.random.default_rng(seed)
+    weights = rng.lognormal(0.0, 1.2, MUSK2["bags"])
+    sizes = 1 + np.floor(weights / weights.sum() * (MUSK2["instances"] - MUSK2["bags"]))
+    sizes[np.argmax(sizes)] += MUSK2["instances"] - sizes.sum()
+    labels = rng.permutation(np.arange(MUSK2["bags"]) < 39).astype(int)  # 39 positive
+    bags = [
+        rng.standard_normal((int(n), MUSK2["dim"]), dtype=np.float32) + label
+        for n, label in zip(sizes, labels, strict=True)
+    ]
+    return BagTable.from_arrays(bags, labels.tolist())
+
+
+def _torchmil_small(dim: int, batch: int, table: BagTable) -> Callable[[], None] | None:
+    """One epoch of torchmil's ABMIL (our encoder width) over ``table``, ``batch`` bags a step."""
+    try:
+        from torchmil.data import collate_fn
+        from torchmil.models import ABMIL
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(dim, SMALL_HIDDEN), torch.nn.ReLU())
+    model = ABMIL(in_shape=(dim,), feat_ext=encoder)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-4)
+    bags = [
+        {"X": torch.from_numpy(b), "Y": torch.tensor(float(y))}
+        for b, y in zip(table.bags, table.labels, strict=True)
+    ]
+    order = np.random.default_rng(0)
+
+    def epoch() -> None:
+        index = order.permutation(len(bags))
+        for start in range(0, len(bags), batch):
+            chunk = [bags[i] for i in index[start : start + batch]]
+            if batch == 1:
+                x, y, mask = chunk[0]["X"][None], chunk[0]["Y"][None], None
+            else:
+                collated = collate_fn(chunk)
+                x, y, mask = collated["X"], collated["Y"], collated["mask"]
+            _, losses = model.compute_loss(y, x, mask)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+
+    return epoch
+
+
+def small_bag_rows(table: BagTable, name: str, batch: int, rounds: int = 3) -> list[dict]:
+    """Seconds per epoch on small in-memory bags, best of ``rounds`` interleaved rounds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    task = create_task("classification", table.labels)
+
+    def ours(batch_size: int) -> Callable[[], None]:
+        config = TrainConfig(
+            epochs=5, lr=5e-4, batch_size=batch_size, patience=None, standardize=True,
+            schedule="constant",
+        )  # fmt: skip
+
+        def run() -> None:
+            head = create_head("abmil", in_dim=table.dim, n_out=2, hidden_dim=SMALL_HIDDEN)
+            fit(MILModel(head), task, table, None, config)
+
+        return run
+
+    methods: dict[str, tuple[Callable[[], None], int]] = {
+        "ours (mil.fit), batch 1": (ours(1), 5),
+        f"ours (mil.fit), batch {batch}": (ours(batch), 5),
+    }
+    for size, label in ((1, "per-bag loop"), (batch, f"batched {batch} (collate_fn)")):
+        peer = _torchmil_small(table.dim, size, table)
+        if peer is not None:
+            methods[f"torchmil, {label}"] = (peer, 1)
+    best = dict.fromkeys(methods, float("inf"))
+    for _ in range(rounds):
+        for method, (run, epochs) in methods.items():
+            start = time.perf_counter()
+            for _ in range(5 // epochs):
+                run()
+            best[method] = min(best[method], (time.perf_counter() - start) / 5)
+    torch.set_num_threads(threads)
+    peer = best.get("torchmil, per-bag loop")
+    rows = []
+    for method, seconds in best.items():
+        rows.append({
+            "bags": name, "method": method, "s/epoch": seconds,
+            "× torchmil per-bag": peer / seconds if peer else "",
+        })  # fmt: skip
+        print(f"{name:14s} {method:40s} {seconds:8.4f} s/epoch", flush=True)
+    return rows
+
+
 def _huge_child(store: str, dim: int, mode: str) -> None:
     """One epoch (or one prediction) on the 200k bag; prints seconds and peak RSS as JSON."""
     source = StoreBags(
@@ -231,6 +338,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the bag stores (kept)")
     parser.add_argument("--quick", action="store_true", help="100 bags × 2,000 instances")
     parser.add_argument("--no-huge", action="store_true", help="skip the 200k-instance bag")
+    parser.add_argument("--no-big", action="store_true", help="skip the big-bag epochs")
+    parser.add_argument("--no-small", action="store_true", help="skip the small-bag epochs")
+    parser.add_argument("--small-data", type=Path, help="a bag_id,label,f… table (small bags)")
+    parser.add_argument("--small-batch", type=int, default=16, help="bags per batched step")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
     parser.add_argument("--huge-child", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="train", help=argparse.SUPPRESS)
@@ -240,25 +351,39 @@ def main() -> None:
         return
     if args.quick:
         args.bags, args.instances = 100, 2000
+    small: list[dict] = []
+    if not args.no_small:
+        table = read_mil_csv(args.small_data) if args.small_data else musk2_sized()
+        name = args.small_data.name.split(".")[0] if args.small_data else "Musk2-sized"
+        small = small_bag_rows(table, name, args.small_batch)
+    rows: list[dict] = []
+    memory: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="sfc-mil-speed-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        source = bag_source(work, args.bags, args.instances, args.dim)
-        print(f"{args.bags} bag stores ready in {time.perf_counter() - start:.0f} s", flush=True)
-        rows = epoch_rows(source, args.heads.split(","))
+        if not args.no_big:
+            start = time.perf_counter()
+            source = bag_source(work, args.bags, args.instances, args.dim)
+            seconds = time.perf_counter() - start
+            print(f"{args.bags} bag stores ready in {seconds:.0f} s", flush=True)
+            rows = epoch_rows(source, args.heads.split(","))
         memory = [] if args.no_huge else huge_bag_rows(work, args.dim)
-    print(
-        f"\nOne epoch, {args.bags:,} bags × {args.instances:,} instances × {args.dim:,}-d "
-        f"(float16 stores), batch 1, CPU ({torch.get_num_threads()} torch threads)"
-    )
-    print_table(rows, ["head", "method", "s/epoch", "bags/s", "× naive", "floor / this"])
+    if small:
+        print("\nSmall bags in memory, ABMIL (hidden 128), 1 torch thread, best of 3 rounds")
+        print_table(small, list(small[0]))
+    if rows:
+        print(
+            f"\nOne epoch, {args.bags:,} bags × {args.instances:,} instances × {args.dim:,}-d "
+            f"(float16 stores), batch 1, CPU ({torch.get_num_threads()} torch threads)"
+        )
+        print_table(rows, ["head", "method", "s/epoch", "bags/s", "× naive", "floor / this"])
     if memory:
         print(f"\nPeak RSS on one {HUGE_BAG:,}-instance bag (fresh process each)")
         print_table(memory, list(memory[0]))
     payload = {
         "bags": args.bags, "instances": args.instances, "dim": args.dim,
-        "threads": torch.get_num_threads(), "epoch": rows, "huge_bag": memory,
+        "threads": torch.get_num_threads(), "epoch": rows, "small_bags": small,
+        "huge_bag": memory,
     }  # fmt: skip
     print(f"\nwrote {write_json('mil_speed', payload, args.out)}")
 

@@ -132,20 +132,39 @@ class TrainConfig:
 
 
 class MILModel(nn.Module):
-    """A head together with the feature standardisation it was trained with."""
+    """A head together with the feature standardisation it was trained with.
+
+    The standardisation lives in the head's first layer (:class:`~mil.models.base.InputLinear`,
+    folded into its weights); :attr:`mean` and :attr:`std` are its buffers.
+    """
 
     def __init__(self, head: MILHead):
         super().__init__()
         self.head = head
-        self.register_buffer("mean", torch.zeros(head.in_dim))
-        self.register_buffer("std", torch.ones(head.in_dim))
+        self._register_load_state_dict_pre_hook(_move_standardisation)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Per-feature mean subtracted from the input (zeros: none)."""
+        return self.head.encoder[0].mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Per-feature std the input is divided by (ones: none)."""
+        return self.head.encoder[0].std
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, classes: torch.Tensor | None = None
     ) -> HeadOutput:
-        """Standardise ``x`` (B, N, D) and run the head."""
-        # One temporary, divided in place: a 200k-instance bag is 800 MB per copy.
-        return self.head((x - self.mean).div_(self.std), mask, classes)
+        """Run the head on raw features ``x`` (B, N, D)."""
+        return self.head(x, mask, classes)
+
+
+def _move_standardisation(state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Checkpoints written before the standardisation moved into the first layer."""
+    for name in ("mean", "std"):
+        if prefix + name in state:
+            state[f"{prefix}head.encoder.0.{name}"] = state.pop(prefix + name)
 
 
 def fit_standardizer(
@@ -199,15 +218,13 @@ def pad_batch(
 
     The mask is ``None`` when every bag has the same size (nothing is padded).
     """
-    if len({len(x) for x, _ in items}) == 1:
-        return torch.stack([x for x, _ in items]), None, [i for _, i in items]
-    longest = max(len(x) for x, _ in items)
-    x = torch.zeros(len(items), longest, items[0][0].shape[1])
-    mask = torch.zeros(len(items), longest, dtype=torch.bool)
-    for row, (bag, _) in enumerate(items):
-        x[row, : len(bag)] = bag
-        mask[row, : len(bag)] = True
-    return x, mask, [i for _, i in items]
+    bags, index = [x for x, _ in items], [i for _, i in items]
+    lengths = [len(x) for x in bags]
+    if len(set(lengths)) == 1:
+        return torch.stack(bags), None, index
+    x = nn.utils.rnn.pad_sequence(bags, batch_first=True)
+    mask = torch.arange(x.shape[1])[None] < torch.tensor(lengths)[:, None]
+    return x, mask, index
 
 
 @dataclass
@@ -250,9 +267,25 @@ def compose_loss(
     return loss
 
 
+#: Batches whose bags are drawn together and sorted by size before being cut (see below).
+BUCKET_BATCHES = 8
+
+
 def _epoch_batches(
-    targets: np.ndarray, task: Task, config: TrainConfig, rng: np.random.Generator
+    targets: np.ndarray,
+    sizes: np.ndarray,
+    task: Task,
+    config: TrainConfig,
+    rng: np.random.Generator,
 ) -> list[list[int]]:
+    """One epoch's batches of bag indices, in random order.
+
+    With ``batch_size`` > 1, each run of ``BUCKET_BATCHES`` batches' worth of
+    shuffled bags is sorted by size before it is cut into batches, so a batch
+    holds bags of similar size and padding stays small (MIL bag sizes are
+    often heavy-tailed: one big bag pads its whole batch); the batches are
+    then shuffled.
+    """
     n = len(targets)
     if config.balance == "sampler" and isinstance(task, Classification):
         counts = np.bincount(targets, minlength=task.n_out).astype(np.float64)
@@ -260,7 +293,15 @@ def _epoch_batches(
         order = rng.choice(n, size=n, replace=True, p=p / p.sum())
     else:
         order = rng.permutation(n)
-    return [order[i : i + config.batch_size].tolist() for i in range(0, n, config.batch_size)]
+    size = config.batch_size
+    if size > 1:
+        pool = size * BUCKET_BATCHES
+        order = np.concatenate([
+            chunk[np.argsort(sizes[chunk], kind="stable")]
+            for chunk in np.split(order, range(pool, n, pool))
+        ])  # fmt: skip
+    batches = [order[i : i + size].tolist() for i in range(0, n, size)]
+    return [batches[i] for i in rng.permutation(len(batches))] if size > 1 else batches
 
 
 def _monitor(task: Task, config: TrainConfig) -> tuple[str, bool]:
@@ -311,8 +352,9 @@ def fit(
     device = resolve_device(config.device)
     if config.standardize:
         mean, std = fit_standardizer(train, seed=config.seed)
-        model.mean.copy_(torch.from_numpy(mean))
-        model.std.copy_(torch.from_numpy(std))
+        with torch.no_grad():
+            model.mean.copy_(torch.from_numpy(mean))
+            model.std.copy_(torch.from_numpy(std))
     model.to(device)
     targets = task.encode(train.labels)
     weight = None
@@ -320,6 +362,7 @@ def fit(
         counts = np.bincount(targets, minlength=task.n_out).astype(np.float32)
         weight = torch.from_numpy(len(targets) / (task.n_out * np.maximum(counts, 1))).to(device)
     target_tensor = torch.from_numpy(targets)
+    sizes = np.array([train.size(i) for i in range(len(train))])
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     dataset = _TrainingBags(train, config)
@@ -348,7 +391,7 @@ def fit(
         for epoch in epochs:
             dataset.epoch = epoch + phase_index * config.epochs
             model.train()
-            batches = _epoch_batches(targets, task, config, rng)
+            batches = _epoch_batches(targets, sizes, task, config, rng)
             loader = ordered_map(dataset.batch, batches, threads=threads, name="mil-loader")
             running, steps = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
@@ -402,11 +445,38 @@ def fit(
     return result
 
 
+#: Padded rows (bags × longest bag) of one inference batch.
+INFERENCE_ROWS = 2**16
+
+
+def _inference_batches(source: BagSource, max_rows: int) -> list[list[int]]:
+    """Consecutive bags grouped while (bags × longest) stays within ``max_rows``."""
+    batches: list[list[int]] = []
+    longest = 0
+    for i in range(len(source)):
+        size = source.size(i)
+        if batches and (len(batches[-1]) + 1) * max(longest, size) <= max_rows:
+            batches[-1].append(i)
+            longest = max(longest, size)
+        else:
+            batches.append([i])
+            longest = size
+    return batches
+
+
 @torch.no_grad()
 def predict_bags(
-    model: MILModel, task: Task, source: BagSource, *, device: torch.device | None = None
+    model: MILModel,
+    task: Task,
+    source: BagSource,
+    *,
+    device: torch.device | None = None,
+    max_rows: int = INFERENCE_ROWS,
 ) -> tuple[np.ndarray, torch.Tensor, list[np.ndarray]]:
-    """Run ``model`` on every bag of ``source``, one bag at a time, in eval mode.
+    """Run ``model`` on every bag of ``source`` in eval mode.
+
+    Small bags are run together in padded, masked batches of at most
+    ``max_rows`` padded rows; a bag bigger than that runs alone.
 
     Returns
     -------
@@ -417,11 +487,13 @@ def predict_bags(
     device = device or next(model.parameters()).device
     model.eval()
     logits, scores = [], []
-    for i in range(len(source)):
-        x = torch.from_numpy(np.ascontiguousarray(source.features(i)))[None].to(device)
-        out = model(x)
+    for batch in _inference_batches(source, max_rows):
+        bags = [(torch.from_numpy(np.ascontiguousarray(source.features(i))), i) for i in batch]
+        x, mask, _ = pad_batch(bags)
+        out = model(x.to(device), None if mask is None else mask.to(device))
         logits.append(out.logits.float().cpu())
-        scores.append(out.scores[0].float().cpu().numpy())
+        for row, (bag, _) in enumerate(bags):
+            scores.append(out.scores[row, : len(bag)].float().cpu().numpy())
     stacked = torch.cat(logits) if logits else torch.zeros(0, task.n_out)
     return task.predict(stacked), stacked, scores
 

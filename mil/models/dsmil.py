@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from mil.models.base import HeadOutput, MILHead, full_mask, masked_softmax
+from mil.models.base import Dropout, HeadOutput, MILHead, full_mask, masked_softmax
 from mil.models.registry import heads
 
 
@@ -41,7 +41,7 @@ class DSMIL(MILHead):
         super().__init__(in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout)
         self.instance_classifier = nn.Linear(hidden_dim, n_out)
         self.query = nn.Sequential(nn.Linear(hidden_dim, q_dim), nn.Tanh())
-        self.value = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, hidden_dim))
+        self.value = nn.Sequential(Dropout(dropout), nn.Linear(hidden_dim, hidden_dim))
         self.bag_classifier = nn.Conv1d(n_out, n_out, kernel_size=hidden_dim)
 
     def forward(

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from mil.models.base import HeadOutput, MILHead, full_mask
+from mil.models.base import Dropout, HeadOutput, MILHead, full_mask
 from mil.models.registry import heads
 
 
@@ -47,7 +47,7 @@ class NystromAttention(nn.Module):
         self.heads, self.landmarks = heads, landmarks
         self.scale = (dim // heads) ** -0.5
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.out = nn.Sequential(nn.Linear(dim, dim), Dropout(dropout))
         self.residual = nn.Conv2d(heads, heads, (33, 1), padding=(16, 0), groups=heads, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
