@@ -40,6 +40,13 @@ from slideflow_core.store import (
     use_fast_codecs,
     write_part,
 )
+from slideflow_core.zarr_metadata import (
+    ATTENTION_DIMS,
+    FEATURE_DIMS,
+    describe_arrays,
+    scores_dims,
+    store_grid_attrs,
+)
 
 FEATURES = "features"
 ATTENTION = "attention"
@@ -70,7 +77,7 @@ class FeatureWriter:
             dtype=dtype,
             chunks=(_rows_per_chunk(dim, np.dtype(dtype).itemsize, n), dim),
             compressors=default_codecs(),
-            dimension_names=("tile", "feature"),
+            dimension_names=FEATURE_DIMS["features"],
         )
         self._written = np.zeros(n, dtype=bool)
 
@@ -143,8 +150,20 @@ def write_features(
     with write_part(store, features_part(model_id), record) as group:
         chunk = (_rows_per_chunk(2, 8, n),)
         codecs = default_codecs()
-        group.create_array("tile_index", data=tile_index, chunks=chunk, compressors=codecs)
-        group.create_array("coords", data=coords, chunks=(chunk[0], 2), compressors=codecs)
+        group.create_array(
+            "tile_index",
+            data=tile_index,
+            chunks=chunk,
+            compressors=codecs,
+            dimension_names=FEATURE_DIMS["tile_index"],
+        )
+        group.create_array(
+            "coords",
+            data=coords,
+            chunks=(chunk[0], 2),
+            compressors=codecs,
+            dimension_names=FEATURE_DIMS["coords"],
+        )
         group.attrs.update(record)
         writer = FeatureWriter(group, n, int(dim), dtype)
         yield writer
@@ -152,6 +171,7 @@ def write_features(
             raise StoreError(
                 f"features/{model_id} of {store}: {writer.missing} of {n} rows were not written"
             )
+        describe_arrays(group, {**store_grid_attrs(read_store_attrs(store)), "model": model_id})
 
 
 @dataclass(frozen=True)
@@ -289,11 +309,13 @@ def write_attention(
         raise ValueError(f"{len(scores)} scores for {n} feature rows of {model_id} in {store}")
     record = {**info, "model_id": model_id, "n": n, "coordinate_space": "level0_px"}
     codecs = default_codecs()
+    grid = {**store_grid_attrs(read_store_attrs(store)), "model": model_id, "run": run}
     with write_part(store, attention_part(run), record) as group:
-        group.create_array("scores", data=scores, compressors=codecs)
-        group.create_array("tile_index", data=tile_index, compressors=codecs)
-        group.create_array("coords", data=coords, compressors=codecs)
+        dims = {**ATTENTION_DIMS, "scores": scores_dims(scores.ndim)}
+        for name, values in (("scores", scores), ("tile_index", tile_index), ("coords", coords)):
+            group.create_array(name, data=values, compressors=codecs, dimension_names=dims[name])
         group.attrs.update(record)
+        describe_arrays(group, grid)
 
 
 @dataclass(frozen=True)

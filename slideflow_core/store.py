@@ -37,6 +37,7 @@ import zarr
 from slideflow_core.cohort.records import is_uri
 from slideflow_core.errors import SlideflowError
 from slideflow_core.manifest import FileProblems, build_manifest, check_manifest
+from slideflow_core.zarr_metadata import consolidate, drop_consolidated
 
 try:
     import fcntl
@@ -225,6 +226,7 @@ def mark_part(
         parts[part] = record
         group.attrs["parts"] = parts
         _keep_backup(store, group)
+        _consolidate(store)
 
 
 def unmark_part(store: str | os.PathLike[str], part: str) -> None:
@@ -235,6 +237,22 @@ def unmark_part(store: str | os.PathLike[str], part: str) -> None:
         if parts.pop(part, None) is not None:
             group.attrs["parts"] = parts
             _keep_backup(store, group)
+            _consolidate(store)
+
+
+def _consolidate(store: str | os.PathLike[str]) -> None:
+    """Refresh the root's consolidated metadata (under the marker lock), or drop it.
+
+    A part whose metadata no longer reads (damaged, being repaired) makes
+    consolidation fail; the root then keeps no consolidated copy, so readers list
+    the folders instead of trusting a stale one.
+    """
+    if is_uri(os.fspath(store)):
+        return
+    try:
+        consolidate(store)
+    except Exception:  # any unreadable node: fall back to no consolidated metadata
+        drop_consolidated(store)
 
 
 def backup_path(store: str | os.PathLike[str]) -> Path:
@@ -316,7 +334,9 @@ def write_part(
     read_store_attrs(store)
     names = part.split("/")
     part_key(*names)
-    root = zarr.open_group(str(store), mode="r+")
+    # Not through the consolidated copy: a group made since (a crashed or concurrent
+    # writer of another part) exists on disk and must be found there.
+    root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
     parent = root
     for name in names[:-1]:
         parent = parent.require_group(name)

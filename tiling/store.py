@@ -39,6 +39,7 @@ from slideflow_core.store import (
     start_store,
     use_fast_codecs,
 )
+from slideflow_core.zarr_metadata import TILE_DIMS, describe_tile_store
 
 PART = "tiling"
 #: What the tiling part writes at the store's root (its manifest covers these).
@@ -81,7 +82,11 @@ def create_tile_store(
     chunk = max(1, min(shard_tiles, n))
     codecs = default_codecs()
     group.create_array(
-        "coords", data=np.asarray(coords, np.int64), chunks=(chunk, 2), compressors=codecs
+        "coords",
+        data=np.asarray(coords, np.int64),
+        chunks=(chunk, 2),
+        compressors=codecs,
+        dimension_names=TILE_DIMS["coords"],
     )
     qc = group.require_group("qc")
     qc.create_array(
@@ -89,6 +94,7 @@ def create_tile_store(
         data=np.asarray(mask_tissue_fraction, np.float32),
         chunks=(chunk,),
         compressors=codecs,
+        dimension_names=TILE_DIMS["qc"],
     )
     for column in qc_columns:
         qc.create_array(
@@ -98,9 +104,16 @@ def create_tile_store(
             chunks=(chunk,),
             fill_value=np.nan,
             compressors=codecs,
+            dimension_names=TILE_DIMS["qc"],
         )
     qc.create_array(
-        "keep", shape=(n,), dtype="bool", chunks=(chunk,), fill_value=False, compressors=codecs
+        "keep",
+        shape=(n,),
+        dtype="bool",
+        chunks=(chunk,),
+        fill_value=False,
+        compressors=codecs,
+        dimension_names=TILE_DIMS["qc"],
     )
     if store_pixels:
         group.create_array(
@@ -111,7 +124,7 @@ def create_tile_store(
             shards=(chunk, tile_px, tile_px, 3),
             **_pixel_codecs(codec, jpeg_quality),
             fill_value=255,
-            dimension_names=("tile", "y", "x", "c"),
+            dimension_names=TILE_DIMS["tiles"],
         )
     if tissue_mask is not None:
         group.create_array(
@@ -119,6 +132,7 @@ def create_tile_store(
             data=np.asarray(tissue_mask, np.uint8),
             chunks=tissue_mask.shape or (1,),
             compressors=codecs,
+            dimension_names=TILE_DIMS["tissue_mask"],
         )
     return partial
 
@@ -210,5 +224,6 @@ class BandWriter:
 
 def finish_tile_store(partial: str | Path, final: str | Path, info: dict[str, Any]) -> Path:
     """Record the tiling part as complete, with the manifest of its files, and commit the store."""
+    describe_tile_store(partial, info)  # array attributes first: the manifest covers them
     mark_part(partial, PART, info, files=ARRAYS)
     return commit_store(partial, final)
