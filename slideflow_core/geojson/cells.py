@@ -28,9 +28,11 @@ part's info may name another relative ``table`` path).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -180,6 +182,24 @@ class CellTable:
         ]
         self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         self._bounds: np.ndarray | None = None
+
+    @cached_property
+    def identity(self) -> str:
+        """A digest of this table (its size and Parquet footer): what seeds its cells' UUIDs.
+
+        The footer holds every row group's offsets, sizes and column statistics, so two
+        tables of one slide (another segmenter, another run) differ, while the same
+        file always gives the same UUIDs. Reads the footer only, whatever the table's size.
+        """
+        with open(self.path, "rb") as handle:
+            handle.seek(-8, os.SEEK_END)
+            tail = handle.read(8)
+            length = int.from_bytes(tail[:4], "little")
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - 8 - length))
+            footer = handle.read(length)
+        digest = hashlib.sha256(size.to_bytes(8, "little") + footer)
+        return digest.hexdigest()[:32]
 
     def __len__(self) -> int:
         return int(self._starts[-1])

@@ -31,7 +31,9 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="write tissue, tiles (with scores) and cells as QuPath GeoJSON",
         description="Stream slide stores' overlays to GeoJSON that QuPath opens.\n"
-        "  one store:         --out S1.geojson[.gz] (or .ndjson) writes that file;\n"
+        "  one store:         --out S1.geojson[.gz] writes that file (.ndjson writes one\n"
+        "                     feature per line for streaming tools; QuPath does not import\n"
+        "                     .ndjson, give it .geojson or .geojson.gz);\n"
         "                     --out FOLDER writes FOLDER/<slide_id>.geojson.gz\n"
         "  project or runs/R: one <slide_id>.geojson.gz per slide (and a heatmap PNG when\n"
         "                     the run scored it) in --out FOLDER (default <project>/exports);\n"

@@ -257,7 +257,8 @@ class _Export:
         )
         if table is None:
             return
-        ids = self.ids("cells")
+        # Seeded by the table: two cell tables of one slide never share UUIDs in QuPath.
+        ids = IdSource(f"{self.overlays.slide_id}/cells/{table.identity}")
         for batch in table.batches():
             yield batch.features(
                 ids=ids, colors=table.class_colors, stats=self.stats, **self.polygon_options

@@ -1,5 +1,9 @@
 """Stream GeoJSON to disk: a FeatureCollection or newline-delimited features, plain or gzipped.
 
+QuPath imports the FeatureCollection (``.geojson``, ``.geojson.gz``), not the
+newline-delimited form (``.ndjson`` and its aliases), which is for streaming
+tools such as GDAL/OGR (GeoJSONSeq) or ``jq``.
+
 Features arrive in batches of encoded text (see :mod:`slideflow_core.geojson.objects`)
 and go straight to the file, so memory stays flat however many features a
 slide has. A background thread does the writing (and the gzip compression,
