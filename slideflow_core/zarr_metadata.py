@@ -57,7 +57,7 @@ _ROLES: dict[str, dict[str, str]] = {
     "tile_index": {"long_name": "row of the tile in the tiling part", "units": "index"},
     "features": {"long_name": "tile embedding", "units": "1"},
     "scores": {"long_name": "per-tile score of the MIL run", "units": "1"},
-    "tissue_mask": {"long_name": "tissue mask (255 tissue, 0 background)", "units": "1"},
+    "tissue_mask": {"long_name": "tissue mask (1 tissue, 0 background)", "units": "1"},
     "keep": {"long_name": "tile passes QC", "units": "1"},
     "blur": {"long_name": "variance of the Laplacian", "units": "1"},
 }
