@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from shapely.geometry import MultiPolygon
 
 from mil.checkpoint import load_checkpoint, save_checkpoint
 from mil.config import GIVEN, DataConfig, ExperimentConfig, MILRunConfig, default_name
@@ -447,17 +448,38 @@ class Experiment:
         stores = dict(zip(source.ids, source.stores, strict=True))
         out_dir = self.run_dir / "heatmaps"
         out_dir.mkdir(exist_ok=True)
+        shown = list(order[: self.config.heatmaps])
+        outlines = self._lesions(shown)
         written = []
-        for slide_id in order[: self.config.heatmaps]:
+        for slide_id in shown:
             written.append(
                 plot_attention(
                     stores[slide_id],
                     self.name,
                     out_dir / f"{slide_id}.png",
                     thumbnail=self._thumbnail(slide_id),
+                    outline=outlines.get(slide_id),
                 )
             )
         return written
+
+    def _lesions(self, slide_ids: Sequence[str]) -> dict[str, MultiPolygon]:
+        """Annotated regions of these slides, from the cohort's ``annotation`` column.
+
+        Relative paths are read from the manifest's folder; slides without an
+        annotation are left out.
+        """
+        from mil.localisation import ANNOTATION, regions_from_geojson
+
+        if not isinstance(self.data, Cohort) or ANNOTATION not in self.data.label_columns:
+            return {}
+        base = Path(self.data.source).parent if self.data.source else Path.cwd()
+        files = {}
+        for slide_id in slide_ids:
+            value = self.data[slide_id].labels.get(ANNOTATION)
+            if isinstance(value, str) and value:
+                files[slide_id] = base / value
+        return regions_from_geojson(files)
 
     def _thumbnail(self, slide_id: str) -> np.ndarray | Path | None:
         """``<project>/thumbnails/<slide>.png``, else the slide's own thumbnail, else none."""

@@ -27,6 +27,9 @@ from slideflow_core.cohort import ProjectLayout
 from slideflow_core.geojson import StoreOverlays, read_labels
 from slideflow_core.store import StoreError
 
+#: The manifest column naming a slide's annotation file (QuPath GeoJSON).
+ANNOTATION = "annotation"
+
 
 def tile_overlap(coords: np.ndarray, extent_px: float, region: MultiPolygon) -> np.ndarray:
     """Share of each tile's area inside ``region``.

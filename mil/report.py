@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 from PIL import Image
+from shapely.geometry import MultiPolygon
 
 from mil.metrics import auroc, roc_curve
 from mil.results import table_columns
@@ -90,6 +91,7 @@ def plot_attention(
     thumbnail: np.ndarray | str | os.PathLike[str] | None = None,
     column: int = -1,
     title: str | None = None,
+    outline: MultiPolygon | None = None,
 ) -> Path:
     """Draw a slide's ``attention/<run>`` scores over its thumbnail, with a colour bar.
 
@@ -106,6 +108,9 @@ def plot_attention(
         on a white canvas.
     column
         Score column for (M, K) scores (default: the last class).
+    outline
+        Annotated lesion polygons in level-0 px (e.g. from
+        :func:`mil.localisation.regions_from_geojson`), drawn as a line over the scores.
     """
     attention = read_attention(store, run)
     scores = attention.scores if attention.scores.ndim == 1 else attention.scores[:, column]
@@ -131,6 +136,13 @@ def plot_attention(
     ax = fig.subplots()
     ax.imshow(thumbnail)
     image = ax.imshow(np.ma.masked_invalid(grid), cmap="inferno", alpha=0.55, vmin=0, vmax=1)
+    if outline is not None and not outline.is_empty:
+        for polygon in outline.geoms:
+            for ring in (polygon.exterior, *polygon.interiors):
+                xy = np.asarray(ring.coords) * scale
+                ax.plot(xy[:, 0], xy[:, 1], color="#00e676", lw=1.4)
+        ax.plot([], [], color="#00e676", lw=1.4, label="annotated lesion")
+        ax.legend(loc="lower right", fontsize=7, framealpha=0.7)
     bar = fig.colorbar(image, ax=ax, fraction=0.035)
     bar.set_label(f"attention (min {low:.2g} → max {high:.2g})")
     ax.set_axis_off()
@@ -138,6 +150,12 @@ def plot_attention(
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     return Path(out)
+
+
+def head_name(config: dict[str, Any]) -> str:
+    """The head a run config record names (``experiment.model``; ``"?"`` if absent)."""
+    experiment = config.get("experiment", config)
+    return str(experiment.get("model", "?")) if isinstance(experiment, dict) else "?"
 
 
 def write_report(
@@ -174,7 +192,7 @@ def write_report(
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 figure{{display:inline-block}}</style>
 </head><body><h1>MIL run {html.escape(name)}</h1>
-<p>task {html.escape(task.name)}, head {html.escape(str(config.get("model")))},
+<p>task {html.escape(task.name)}, head {html.escape(head_name(config))},
 {len(predictions)} test predictions</p>
 <h2>Metrics</h2><table><tr>{header}</tr>{body}</table>{images}
 <h2>Config</h2><pre>{html.escape(json.dumps(config, indent=1, default=str))}</pre>
