@@ -11,10 +11,12 @@ only when every row is in.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,18 +62,51 @@ def select_tiles(store: TileStore, tiles: TileSelection = "keep") -> np.ndarray:
     raise ValueError(f"tiles must be 'keep' or 'all', got {tiles!r}")
 
 
-def feature_identity(
-    embedder: Any, store: TileStore, tiles: TileSelection, tile_index: np.ndarray, dtype: str
+def tiles_identity(
+    store: TileStore, tiles: TileSelection, tile_index: np.ndarray, dtype: str
 ) -> dict[str, Any]:
-    """What makes two feature parts interchangeable: model, tiles and how they were chosen."""
+    """The part of a feature identity known without the model: which tiles, stored how."""
     return {
-        "embedder": embedder.identity(),
         "tiling": store.info.get("identity"),
         "tiles": tiles,
         "n_tiles": len(tile_index),
         "tile_index_sha256": hashlib.sha256(np.ascontiguousarray(tile_index).data).hexdigest(),
         "dtype": dtype,
     }
+
+
+def feature_identity(
+    embedder: Any, store: TileStore, tiles: TileSelection, tile_index: np.ndarray, dtype: str
+) -> dict[str, Any]:
+    """What makes two feature parts interchangeable: model, tiles and how they were chosen."""
+    return {"embedder": embedder.identity(), **tiles_identity(store, tiles, tile_index, dtype)}
+
+
+def embed_request(config: EmbedConfig) -> dict[str, Any] | None:
+    """What a run asked for, known before any model is built (JSON-ready), or None.
+
+    Recorded in every feature part, so a resumed run can tell that a slide is
+    done without building its model: the registered name, the weights as given
+    (with the SHA-256 of the file when they are a local file), the model options,
+    the tile selection and the stored dtype. ``None`` for a factory model: only
+    the built model can say what it is.
+    """
+    if not isinstance(config.model, str):
+        return None
+    weights, sha256 = config.weights, None
+    if weights is not None and Path(weights).expanduser().is_file():
+        from embedders.weights import sha256_file  # imports torch: only when there is a file
+
+        sha256 = sha256_file(Path(weights).expanduser())
+    request = {
+        "model": config.model,
+        "weights": weights,
+        "weights_sha256": sha256,
+        "model_options": config.model_options,
+        "tiles": config.tiles,
+        "dtype": config.dtype,
+    }
+    return json.loads(json.dumps(request, sort_keys=True, default=str))
 
 
 def _device_type(embedder: Any) -> str:
@@ -206,8 +241,11 @@ def write_slide_features(
     tile_index: np.ndarray,
     identity: dict[str, Any],
     progress: Callable[[int], None],
+    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Embed ``store``'s tiles ``tile_index`` into its part ``features/<part>``, atomically.
+
+    ``request`` (:func:`embed_request`) is recorded with the part when given.
 
     Returns
     -------
@@ -226,6 +264,7 @@ def write_slide_features(
     info = {
         "identity": identity,
         "config": config_record(config),  # what sfc verify --repair redoes the part with
+        "request": request,  # what a resumed run compares before building any model
         "model": embedder.id,
         "tiles": config.tiles,
         "batch_size": size,

@@ -17,7 +17,14 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from embedders.config import EmbedConfig
-from embedders.run import feature_identity, feature_name, select_tiles, write_slide_features
+from embedders.run import (
+    embed_request,
+    feature_identity,
+    feature_name,
+    select_tiles,
+    tiles_identity,
+    write_slide_features,
+)
 from slideflow_core.cohort import ProjectLayout
 from slideflow_core.errors import SlideflowError
 from slideflow_core.features import features_part
@@ -35,7 +42,7 @@ from slideflow_core.stages import (
     run_slide,
 )
 from slideflow_core.stages.runner import CohortLike
-from slideflow_core.store import StoreError, part_complete, part_state
+from slideflow_core.store import StoreError, part_complete, part_state, read_store_attrs
 from tiling.view import open_store
 
 #: CPU actors when no GPU is used and ``num_actors`` is not given. Measured with
@@ -55,8 +62,12 @@ class EmbedStage(StageDefaults):
     order: ClassVar[int] = 20
     Config = EmbedConfig
 
-    def __init__(self, config: EmbedConfig) -> None:
+    def __init__(self, config: EmbedConfig, *, record_request: bool = True) -> None:
         self.config = config
+        #: What this run asks for (:func:`~embedders.run.embed_request`), computed once in the
+        #: driver and shipped to the workers with the stage; ``None`` when not recorded (an
+        #: embedder object given directly: its name alone does not say how it was built).
+        self.request = embed_request(config) if record_request else None
 
     @property
     def feature_name(self) -> str:
@@ -86,6 +97,33 @@ class EmbedStage(StageDefaults):
     def done(self, store: str) -> bool:
         """A complete feature part of this name (its identity is checked when re-embedding)."""
         return part_complete(store, self.part())
+
+    def settled(self, slide: SlideRef, *, overwrite: bool) -> SlideOutcome | None:
+        """``skipped`` when the slide's part was made from this same request on the same tiles.
+
+        Checked in the driver without building the model: the part is complete and
+        intact, its recorded request (model name, weights and their file's checksum,
+        model options, tile selection, dtype) equals this run's, and the tiling and
+        tile selection it was made from are the store's current ones. Anything else
+        (no part, an older part without a request, a factory model) is left to
+        :meth:`plan`, which compares the built model's full identity.
+        """
+        if overwrite or self.request is None:
+            return None
+        try:
+            info = read_store_attrs(slide.store).get("parts", {}).get(self.part()) or {}
+            if not info.get("complete") or info.get("request") != self.request:
+                return None
+            store, tiles = open_store(slide.store), self.config.tiles
+            tile_index = select_tiles(store, tiles)
+        except (StoreError, OSError, KeyError):
+            return None  # planning says what is wrong
+        made = {k: v for k, v in (info.get("identity") or {}).items() if k != "embedder"}
+        if made != tiles_identity(store, tiles, tile_index, self.config.dtype):
+            return None
+        if not part_complete(slide.store, self.part()):
+            return None
+        return SlideOutcome(slide.slide_id, "skipped", slide.store, n_tiles=len(tile_index))
 
     def setup(self, placement: Placement | None) -> Any:
         """Build the embedder on the placement's device with its torch threads.
@@ -180,6 +218,7 @@ class EmbedStage(StageDefaults):
             tile_index=unit.data,
             identity=plan.state,
             progress=progress,
+            request=self.request,
         )
 
     def commit(self, plan: Plan, results: Sequence[Any], resource: Any) -> SlideOutcome:
@@ -283,6 +322,6 @@ def embed_slide(
         If the model gives non-finite features (nothing is committed).
     """
     config = EmbedConfig(model=embedder.id, **{"name": feature_name(embedder.id), **options})
-    stage = EmbedStage(config)
+    stage = EmbedStage(config, record_request=False)
     slide = SlideRef(open_store(store).slide_id, os.fspath(store))
     return run_slide(stage, slide, embedder, overwrite=overwrite, progress=progress)

@@ -41,10 +41,15 @@ class Sink:
         self.finished = finished
         self.planned = planned
         self.advanced = advanced
-        self.startup_seconds = 0.0
+        #: When the workers were ready for their first slide (``time.time()``).
+        self.ready_at: float | None = None
         self.info: dict[str, Any] = {}
         #: Set when a slide failed for a full disk: no new slide is started after it.
         self.stopped = False
+
+    def ready(self) -> None:
+        """The workers are ready: start-up ends here, the slides' own time begins."""
+        self.ready_at = time.time()
 
     def seen(self, tiles: int) -> None:
         """Tiles whose slide's size was not known beforehand, counted and done at once."""
@@ -115,13 +120,23 @@ def _ignore(_: int) -> None:
 
 
 def run_local(
-    stage: Stage, slides: Sequence[SlideRef], sink: Sink, *, overwrite: bool, **_: Any
+    stage: Stage,
+    slides: Sequence[SlideRef],
+    sink: Sink,
+    *,
+    overwrite: bool,
+    placement: Placement | None = None,
+    **_: Any,
 ) -> None:
-    """Every slide in this process, one after another, with one ``setup``."""
-    started = time.time()
-    resource = stage.setup(None)
-    sink.startup_seconds = time.time() - started
-    sink.info.update(executor="local", **stage.describe(resource))
+    """Every slide in this process, one after another, with one ``setup``.
+
+    ``placement``: what one actor would have had (device, threads); ``None``
+    keeps this process's defaults.
+    """
+    resource = stage.setup(placement)
+    sink.ready()
+    where = f" ({placement.threads} threads)" if placement and placement.threads else ""
+    sink.info.update(executor=f"local{where}", **stage.describe(resource))
     for slide in slides:
         if sink.stopped:
             break
@@ -175,18 +190,18 @@ def run_tasks(
     address: str | None = None,
     num_cpus: int | None = None,
     max_in_flight: int | None = None,
+    **_: Any,
 ) -> None:
     """One Ray task per plan, per unit and per commit, a bounded number in flight.
 
     Units of planned slides go before new slides, so a slide finishes (and frees
     its memory and scratch space) before many others start.
     """
-    started = time.time()
     ray = ensure_ray(address, num_cpus=num_cpus)
     remote = _remote_tasks(ray)
     resource = stage.setup(None)
     shared = ray.put(resource) if resource is not None else None
-    sink.startup_seconds = time.time() - started
+    sink.ready()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     limit = max_in_flight or max(2, 2 * cpus)
     sink.info.update(executor=f"Ray tasks ({cpus} CPUs, {limit} in flight)")
@@ -327,7 +342,6 @@ def run_actors(
 
     An actor that dies beyond its restarts fails its slide and is replaced.
     """
-    started = time.time()
     ray = ensure_ray(address, num_cpus=num_cpus)
     plan = stage.actors(ray.cluster_resources(), len(slides))
     cls = _actor_class(ray).options(
@@ -347,7 +361,7 @@ def run_actors(
         for actor in actors:
             ray.kill(actor)
         raise _startup_error(stage, exc) from exc
-    sink.startup_seconds = time.time() - started
+    sink.ready()
     sink.info.update(executor=plan.describe())
     todo = deque(slides)
     pending: dict[Any, tuple[int, SlideRef]] = {}

@@ -156,6 +156,15 @@ class Stage(Protocol):
         """Whether ``store`` (a path or URL) already holds this stage's complete output."""
         ...
 
+    def settled(self, slide: SlideRef, *, overwrite: bool) -> SlideOutcome | None:
+        """The slide's ``skipped`` outcome when it is known done without :meth:`setup`, else None.
+
+        Asked in the driver before any worker starts, so a resumed run whose
+        slides are all done builds nothing. ``None`` means "plan it" (the full
+        check then happens in :meth:`plan`).
+        """
+        ...
+
     def setup(self, placement: Placement | None) -> Any:
         """What every worker holds while it works (a model), or ``None``; built once each."""
         ...
@@ -196,6 +205,10 @@ class StageDefaults:
 
     def prepare(self, layout: ProjectLayout) -> None:
         """Nothing to check."""
+
+    def settled(self, slide: SlideRef, *, overwrite: bool) -> SlideOutcome | None:
+        """Nothing is known before planning."""
+        return None
 
     def setup(self, placement: Placement | None) -> Any:
         """Nothing to hold."""

@@ -27,9 +27,15 @@ except ImportError:  # pragma: no cover - Windows
 
 from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.errors import SlideflowError
+from slideflow_core.ray_runtime import (
+    local_resources,
+    start_ray,
+    starts_local_instance,
+    wait_for_start,
+)
 from slideflow_core.stages.executors import RUNNERS, Sink
 from slideflow_core.stages.outcome import CohortReport, SlideOutcome
-from slideflow_core.stages.protocol import EXECUTORS, SlideRef, Stage
+from slideflow_core.stages.protocol import EXECUTORS, Placement, SlideRef, Stage
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +187,43 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+#: Slides (with work left) up to which an actor stage that would start one CPU actor on a
+#: new local Ray instance runs in this process instead (see :func:`choose_executor`).
+LOCAL_MAX_SLIDES = 4
+
+
+def choose_executor(
+    stage: Stage,
+    executor: str | None,
+    n_slides: int,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> tuple[str, Placement | None]:
+    """Where the slides run, and (for ``local``) the placement an actor would have had.
+
+    An explicit ``executor`` is obeyed. Otherwise the stage's own, except for a
+    tiny cohort of an actor stage: when Ray would have to be started for it (no
+    address, no ``$RAY_ADDRESS``, no Ray in this process), the stage would start
+    a single CPU actor, and at most :data:`LOCAL_MAX_SLIDES` slides have work,
+    that actor's work runs in this process, with the actor's threads. It is the
+    same work in the same order (one model, slides one after another); what is
+    saved is starting Ray and an actor process (5-8 s) before the first tile.
+    What is lost is the actor's isolation: a crash of the model ends this
+    process (committed slides stay committed; a rerun finishes the rest).
+    """
+    if executor is not None:
+        return executor, None
+    if stage.executor != "actors" or not 0 < n_slides <= LOCAL_MAX_SLIDES:
+        return stage.executor, None
+    if not starts_local_instance(address):
+        return stage.executor, None
+    plan = stage.actors(local_resources(num_cpus), n_slides)
+    if plan.count == 1 and not plan.num_gpus:
+        return "local", plan.placement
+    return stage.executor, None
+
+
 def run_cohort(
     stage: Stage,
     project: str | os.PathLike[str],
@@ -194,6 +237,10 @@ def run_cohort(
     max_in_flight: int | None = None,
 ) -> CohortReport:
     """Run ``stage`` on every slide of a cohort; each slide ends done, skipped or failed.
+
+    Slides already known done (:meth:`Stage.settled`) are skipped first, in this
+    process; the workers (and Ray) start only when some slide has work, and Ray
+    starts in the background while the stage's checks run.
 
     Parameters
     ----------
@@ -209,7 +256,7 @@ def run_cohort(
         Redo slides whose output is complete, or was made differently.
     executor
         ``"tasks"``, ``"actors"`` or ``"local"`` (this process, no Ray); default:
-        the stage's own.
+        the stage's own (see :func:`choose_executor` for tiny cohorts).
     address, num_cpus
         Ray cluster address (``None``: ``$RAY_ADDRESS`` or a local instance) and
         cores of a local instance.
@@ -221,7 +268,8 @@ def run_cohort(
     Returns
     -------
     CohortReport
-        One outcome per slide, in cohort order.
+        One outcome per slide, in cohort order; ``startup_seconds`` is the time
+        until the workers could take their first slide (checks, Ray, models).
 
     Raises
     ------
@@ -229,20 +277,30 @@ def run_cohort(
         If the stage cannot run at all (see :meth:`Stage.prepare` for its own checks).
     """
     started = time.time()
-    executor = executor or stage.executor
-    if executor not in EXECUTORS:
+    if executor is not None and executor not in EXECUTORS:
         raise StageError(f"unknown executor {executor!r}", hint=f"one of {', '.join(EXECUTORS)}")
     layout = ProjectLayout(Path(project))
     ids, slides, results = resolve_slides(stage, layout, cohort)
-    stage.prepare(layout)  # before any folder is made: a mistyped project makes nothing
-    layout.ensure()
-    prepared = time.time()
-    with stage_lock(layout, stage):
-        return _run_locked(
-            stage, layout, ids, slides, results, started, prepared,
-            overwrite=overwrite, executor=executor, address=address, num_cpus=num_cpus,
-            progress=progress, max_in_flight=max_in_flight,
-        )  # fmt: skip
+    todo, settled = [], []
+    for slide in slides:
+        known = stage.settled(slide, overwrite=overwrite)
+        (todo if known is None else settled).append(slide if known is None else known)
+    chosen, placement = choose_executor(
+        stage, executor, len(todo), address=address, num_cpus=num_cpus
+    )
+    if todo and chosen != "local":
+        start_ray(address, num_cpus=num_cpus)  # goes on while the stage's checks run
+    try:
+        stage.prepare(layout)  # before any folder is made: a mistyped project makes nothing
+        layout.ensure()
+        with stage_lock(layout, stage):
+            return _run_locked(
+                stage, layout, ids, todo, results, settled, started,
+                overwrite=overwrite, executor=chosen, placement=placement, address=address,
+                num_cpus=num_cpus, progress=progress, max_in_flight=max_in_flight,
+            )  # fmt: skip
+    finally:
+        wait_for_start()  # never leave a half-started Ray behind
 
 
 def _run_locked(
@@ -251,16 +309,17 @@ def _run_locked(
     ids: list[str],
     slides: list[SlideRef],
     results: list[SlideOutcome],
+    settled: list[SlideOutcome],
     started: float,
-    prepared: float,
     *,
     overwrite: bool,
     executor: str,
     progress: bool,
-    **ray_options: Any,
+    **options: Any,
 ) -> CohortReport:
     """The run itself, under the stage's project lock."""
     status = _StatusWriter(layout, stage.name)
+    results += settled
     for outcome in results:
         status.slide(outcome)
     bar = tqdm(total=0, unit="tile", disable=not progress, dynamic_ncols=True, desc=stage.name)
@@ -280,7 +339,7 @@ def _run_locked(
     sink = Sink(finished, planned, bar.update)
     try:
         if slides:
-            RUNNERS[executor](stage, slides, sink, overwrite=overwrite, **ray_options)
+            RUNNERS[executor](stage, slides, sink, overwrite=overwrite, **options)
     finally:
         bar.close()
     if sink.stopped:  # the slides never started: say why, so a rerun is the obvious fix
@@ -299,14 +358,15 @@ def _run_locked(
                 status.slide(outcome)
     rank = {sid: i for i, sid in enumerate(ids)}
     results.sort(key=lambda r: rank.get(r.slide_id, len(rank)))
+    ended = time.time()
     report = CohortReport(
         stage=stage.name,
         part=stage.part(),
         results=tuple(results),
-        seconds=time.time() - started,
+        seconds=ended - started,
         project=str(layout.root),
-        # Start-up: the stage's checks (imports of its models' code), Ray, the workers.
-        startup_seconds=prepared - started + sink.startup_seconds,
+        # Until the workers could take a slide: checks, Ray, models (all of it when none ran).
+        startup_seconds=(sink.ready_at or ended) - started,
         info=sink.info,
     )
     stage.finish(layout, report)
