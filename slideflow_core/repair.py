@@ -30,6 +30,7 @@ import pandas as pd
 from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.cohort.records import is_uri
 from slideflow_core.errors import SlideflowError
+from slideflow_core.stages.outcome import CohortReport, SlideOutcome
 from slideflow_core.store import read_backup, read_store_attrs
 from slideflow_core.verify import VerifyReport, find_stores, repair, verify, verify_exports
 
@@ -182,6 +183,8 @@ def writer_of(
         if plain is None:
             raise ValueError(f"its {name} config holds code (a model factory)")
         return name, plain
+    if "config" in record and record["config"] is None:
+        raise ValueError("its config holds code (a model given as a factory) and was not recorded")
     if not isinstance(record.get("config"), dict):
         raise ValueError("its record holds no config (written before parts recorded one)")
     raise ValueError("no installed stage rebuilds its recorded config")
@@ -311,7 +314,8 @@ def run_repair(
 ) -> list[Any]:
     """Unmark the damaged parts, then run each planned stage on its slides, in order.
 
-    Returns one :class:`~slideflow_core.stages.CohortReport` per stage run.
+    Returns one :class:`~slideflow_core.stages.CohortReport` per stage run; a stage
+    that cannot run at all (its MIL run folder is gone) fails each of its slides.
     """
     from slideflow_core.stages.registry import stages
     from slideflow_core.stages.runner import run_cohort
@@ -324,10 +328,15 @@ def run_repair(
             repair(report)
     done = []
     for redo in plan.runs:
-        cls = stages().get(redo.stage)
-        stage = cls(_build_config(cls, redo.config))
-        cohort = _cohort(redo, stage.needs_slide_files)
-        done.append(run_cohort(stage, project, cohort, executor=executor, progress=progress))
+        try:
+            cls = stages().get(redo.stage)
+            stage = cls(_build_config(cls, redo.config))
+            cohort = _cohort(redo, stage.needs_slide_files)
+            report = run_cohort(stage, project, cohort, executor=executor, progress=progress)
+        except SlideflowError as exc:  # the stage cannot run at all (its MIL run is gone...)
+            failed = tuple(SlideOutcome.failed(slide_id, exc) for slide_id, _, _ in redo.slides)
+            report = CohortReport(redo.stage, ", ".join(redo.parts), failed, 0.0, str(project))
+        done.append(report)
     return done
 
 
