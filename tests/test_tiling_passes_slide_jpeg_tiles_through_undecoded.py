@@ -147,3 +147,14 @@ def test_coordinates_only_decodes_no_tile_in_full(cmu_svs, tmp_path, monkeypatch
     n = len(open_store(store))
     assert n > 40 and len(full) >= n
     assert sum(full) <= 4  # the 2x2 tiles that check the direct decoder against the backend
+
+
+def test_sfc_tile_passes_through_by_default_and_stores_losslessly_on_request(cmu_svs, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"slide_id,path\ncmu,{cmu_svs}\n")
+    for codec, expected in (("auto", "jpeg-passthrough"), ("zstd", "zstd")):
+        out = tmp_path / codec
+        command = ["sfc", "tile", str(manifest), "--out", str(out), "--target-mpp", "0.499"]
+        command += ["--tile-px", "240", "--codec", codec, "--executor", "local", "--no-progress"]
+        subprocess.run(command, check=True, capture_output=True)
+        assert open_store(out / "stores" / "cmu.zarr").info["codec"] == expected

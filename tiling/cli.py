@@ -28,6 +28,7 @@ def _deprecated(parser: argparse._ActionsContainer, old: str, new: str, **kwargs
 
 def register_tile(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sfc tile MANIFEST --out DIR``."""
+    from tiling.config import CODECS, QC_SCALES
     from tiling.stain import stain_normalizers
     from tiling.tissue import tissue_detectors
 
@@ -70,6 +71,23 @@ def register_tile(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--coords-only", action="store_true", help="store coordinates and QC, not pixels"
     )
+    parser.add_argument(
+        "--codec",
+        choices=CODECS,
+        default="auto",
+        help="how pixels are stored: auto = the slide's own JPEG tiles, undecoded, when the "
+        "grid is theirs, else jpeg; zstd, lz4, none are lossless",
+    )
+    parser.add_argument(
+        "--jpeg-quality", type=int, default=90, help="quality of re-encoded JPEG tiles (1-100)"
+    )
+    parser.add_argument(
+        "--qc-scale",
+        type=int,
+        choices=QC_SCALES,
+        default=8,
+        help="QC looks at tiles reduced this many times (1: full resolution)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="re-tile incompatible stores")
     parser.add_argument(
         "--executor",
@@ -99,6 +117,9 @@ def _run_tile(args: argparse.Namespace) -> int:
         stain=args.stain,
         stain_reference=args.stain_reference,
         store_pixels=not args.coords_only,
+        codec=args.codec,
+        jpeg_quality=args.jpeg_quality,
+        qc_scale=args.qc_scale,
     )
     report = tile_cohort(
         manifest,

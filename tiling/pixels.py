@@ -3,14 +3,18 @@
 Three ways, chosen per slide by :func:`choose_codec` from ``TilingConfig.codec``:
 
 - ``"jpeg-passthrough"``: the grid is the pyramid level's own JPEG tiles, so
-  every tile's stored JPEG stream goes into the Zarr shard undecoded; QC looks
-  at a DCT-scaled (⅛) decode of the same stream. Tiling costs I/O, not decode.
+  every tile's stored JPEG stream goes into the Zarr shard undecoded. Tiling
+  costs I/O, not decode.
 - ``"jpeg"``: tiles are decoded (DCT-scaled when the resize allows) and
   re-encoded by the store's JPEG codec.
 - ``"zstd"``, ``"lz4"``, ``"none"``: tiles equal ``Slide.read_at``, stored losslessly.
 
-Coordinates-only runs store no pixels and read only QC images, which for
-JPEG-tiled slides are DCT-scaled decodes: no tile is decoded in full.
+QC looks at each tile reduced ``qc_scale`` times (⅛ by default). Where tiles are
+decoded anyway, that is an area reduction of the decoded tile. Where they are
+not (pass-through, coordinates only), the QC image is read from the cheapest
+source: the coarsest pyramid level at or finer than the QC resolution, decoded
+with DCT scaling when its tiles are JPEG, so on a usual 4x pyramid one stored
+tile of the next level serves the QC of 16 tiles and no tile is decoded in full.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slideflow_core.codecs import decode_reduced, encode_jpeg
+from slideflow_core.codecs import encode_jpeg
 from slideflow_core.errors import SlideflowError
 from slideflow_core.slides import Slide
 from tiling.config import TilingConfig
@@ -115,16 +119,19 @@ def read_batches(
     """
     scale = qc_reduction(config.tile_px, config.qc_scale)
     lossy = codec not in EXACT_CODECS
-    if not config.store_pixels:  # QC images straight from the slide, reduced as cheaply as it can
-        qc_px = config.tile_px // scale
-        with _reader(slide, config, level, read_px, qc_px, dct=True) as reader:
+    if not config.store_pixels:
+        with _qc_reader(slide, config, level, read_px, scale) as reader:
             for indices, images in reader.read(coords):
                 yield TileBatch(indices, images), reader
         return
     with _reader(slide, config, level, read_px, config.tile_px, dct=lossy) as reader:
         if codec == "jpeg-passthrough":
+            with _qc_reader(slide, config, level, read_px, scale) as qc_reader:
+                images = [batch for _, batch in qc_reader.read(coords)]
+            qc_images = np.concatenate(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
             for indices, streams in reader.read_encoded(coords):
-                yield _passthrough(reader, coords, indices, streams, scale, config), reader
+                batch = _passthrough(reader, coords, indices, streams, config)
+                yield TileBatch(indices, qc_images[indices], encoded=batch), reader
             return
         for indices, tiles in reader.read(coords):
             yield TileBatch(indices, reduce_tiles(tiles, scale), tiles=tiles), reader
@@ -143,20 +150,29 @@ def _reader(
     )
 
 
+def _qc_reader(
+    slide: Slide, config: TilingConfig, level: int, read_px: int, scale: int
+) -> TileReader:
+    """Reads the grid's tiles reduced ``scale`` times from the cheapest level that holds them."""
+    qc_level = slide.best_level_for(config.target_mpp * scale, tolerance=config.tolerance).level
+    qc_level = max(qc_level, level)
+    extent = read_px * slide.level_downsamples[level]  # the tile's side in level-0 pixels
+    qc_px = config.tile_px // scale
+    qc_read_px = max(qc_px, round(extent / slide.level_downsamples[qc_level]))
+    return _reader(slide, config, qc_level, qc_read_px, qc_px, dct=True)
+
+
 def _passthrough(
     reader: TileReader,
     coords: np.ndarray,
     indices: np.ndarray,
     streams: list[bytes | None],
-    scale: int,
     config: TilingConfig,
-) -> TileBatch:
+) -> list[bytes]:
     """Stored JPEG tiles as they are; tiles that are not one whole stored tile are re-encoded."""
     missing = [i for i, stream in enumerate(streams) if stream is None]
     if missing:  # crossing the level's edge (white padding) or never stored
         decoded = np.concatenate([t for _, t in reader.read(coords[indices[missing]])])
         for j, tile in zip(missing, decoded, strict=True):
             streams[j] = encode_jpeg(tile, quality=config.jpeg_quality)
-    encoded = [s for s in streams if s is not None]
-    images = np.stack([decode_reduced(stream, scale) for stream in encoded])
-    return TileBatch(indices, images, encoded=encoded)
+    return [s for s in streams if s is not None]

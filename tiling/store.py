@@ -138,7 +138,7 @@ def create_tile_store(
 
 
 class BandWriter:
-    """Buffers tiles of one shard-aligned band and writes whole shards.
+    """Buffers tiles of one shard-aligned band, writes whole shards, and the band's QC at the end.
 
     Parameters
     ----------
@@ -155,11 +155,13 @@ class BandWriter:
         group = zarr.open_group(str(store), mode="r+")
         self._tiles = group.get("tiles")
         self._qc = group["qc"]
-        self._columns = [k for k in self._qc.array_keys() if k != "mask_tissue_fraction"]
         self.start, self.stop, self.shard = start, stop, shard_tiles
+        columns = [k for k in self._qc.array_keys() if k != "mask_tissue_fraction"]
+        # QC values are small: the whole band's go out in one write per column at the end.
+        self._metrics = {c: np.empty(stop - start, self._qc[c].dtype) for c in columns}
+        self._done = np.zeros(stop - start, bool)
         self._buffer: np.ndarray | None = None
         self._encoded: list[bytes | None] = []
-        self._metrics: dict[str, np.ndarray] = {}
         self._filled = np.zeros(0, bool)
         self._shard_start = -1
 
@@ -170,7 +172,6 @@ class BandWriter:
             if self._buffer is None or self._buffer.shape != shape:
                 self._buffer = np.empty(shape, np.uint8)
         self._encoded = [None] * size
-        self._metrics = {c: np.empty(size, self._qc[c].dtype) for c in self._columns}
         self._filled = np.zeros(size, bool)
         self._shard_start = shard_start
 
@@ -187,21 +188,23 @@ class BandWriter:
         Give pixels as ``tiles``, or (JPEG stores) as ``encoded`` complete JPEG
         streams that go into the shard unchanged; a shard takes one or the other.
         """
-        for j, index in enumerate(np.asarray(indices)):
-            shard_start = self.start + (int(index) - self.start) // self.shard * self.shard
+        indices = np.asarray(indices, np.int64)
+        for column, values in self._metrics.items():
+            values[indices - self.start] = metrics[column]
+        self._done[indices - self.start] = True
+        for j, index in enumerate(indices.tolist()):
+            shard_start = self.start + (index - self.start) // self.shard * self.shard
             if shard_start != self._shard_start:
-                self.flush()
+                self._write_shard()
                 self._open_shard(shard_start)
-            k = int(index) - shard_start
+            k = index - shard_start
             if encoded is not None:
                 self._encoded[k] = encoded[j]
             elif self._buffer is not None and tiles is not None:
                 self._buffer[k] = tiles[j]
-            for column in self._columns:
-                self._metrics[column][k] = metrics[column][j]
             self._filled[k] = True
 
-    def flush(self) -> None:
+    def _write_shard(self) -> None:
         """Write the current shard (it must be complete)."""
         if self._shard_start < 0:
             return
@@ -217,9 +220,16 @@ class BandWriter:
             write_encoded_shard(self._tiles, shard, [*self._encoded, *padding])
         elif self._tiles is not None and self._buffer is not None:
             self._tiles[self._shard_start : end] = self._buffer
-        for column, values in self._metrics.items():
-            self._qc[column][self._shard_start : end] = values
         self._shard_start = -1
+
+    def flush(self) -> None:
+        """Write the last shard and the band's QC values (every tile must have been added)."""
+        self._write_shard()
+        if not self._done.all():
+            missing = int((~self._done).sum())
+            raise RuntimeError(f"band at {self.start} is missing {missing} tiles")
+        for column, values in self._metrics.items():
+            self._qc[column][self.start : self.stop] = values
 
 
 def finish_tile_store(partial: str | Path, final: str | Path, info: dict[str, Any]) -> Path:
