@@ -29,7 +29,7 @@ from slideflow_core.store import (
 )
 from tiling.config import TilingConfig
 from tiling.grid import plan_grid
-from tiling.pixels import choose_codec, qc_reduction, read_batches
+from tiling.pixels import PixelPlan, plan_pixels, read_batches
 from tiling.qc import QC_COLUMNS, qc_keep, tile_qc
 from tiling.stain import create_normalizer, fit_to_slide
 from tiling.store import PART, BandWriter, create_tile_store, finish_tile_store
@@ -119,8 +119,7 @@ class SlidePlan:
     read_px: int
     stain: dict[str, Any] | None
     started: float
-    codec: str = "zstd"
-    codec_reason: str = "requested"
+    pixels: PixelPlan
 
 
 def check_existing(task: SlideTask, *, overwrite: bool) -> SlideOutcome | None:
@@ -162,7 +161,7 @@ def plan_slide(task: SlideTask, inputs: RunInputs | None = None) -> SlidePlan:
         roi = inputs.roi_within(slide.bounds or (0, 0, *slide.dimensions))
         tissue = detect_tissue(slide, method=config.tissue_method, **config.tissue_params)
         grid = plan_grid(slide, config, tissue=tissue, roi=roi)
-        codec, codec_reason = choose_codec(
+        pixels = plan_pixels(
             slide, config, level=grid.level, read_px=grid.read_px, coords=grid.coords
         )
         stain = _fit_stain(slide, tissue, config)
@@ -184,7 +183,7 @@ def plan_slide(task: SlideTask, inputs: RunInputs | None = None) -> SlidePlan:
             tile_px=config.tile_px,
             qc_columns=QC_COLUMNS,
             store_pixels=config.store_pixels,
-            codec=codec,
+            codec=pixels.codec,
             jpeg_quality=config.jpeg_quality,
             shard_tiles=config.shard_tiles,
             tissue_mask=tissue.mask,
@@ -212,8 +211,7 @@ def plan_slide(task: SlideTask, inputs: RunInputs | None = None) -> SlidePlan:
         read_px=grid.read_px,
         stain=stain,
         started=started,
-        codec=codec,
-        codec_reason=codec_reason,
+        pixels=pixels,
     )
 
 
@@ -256,9 +254,7 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, int]:
         normalizer = create_normalizer(plan.stain["name"]).from_dict(plan.stain["params"])
     kept, method, dct_scale = 0, "", 1
     with plan.task.open() as slide:
-        batches = read_batches(
-            slide, coords, config, level=plan.level, read_px=plan.read_px, codec=plan.codec
-        )
+        batches = read_batches(slide, coords, plan.pixels, jpeg_quality=config.jpeg_quality)
         for batch, reader in batches:
             metrics = tile_qc(batch.qc_images)
             keep = qc_keep(metrics, config.qc)
@@ -300,10 +296,11 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
         "read_px": plan.read_px,
         "tile_px": config.tile_px,
         "read_method": methods,
-        "codec": plan.codec,
-        "codec_reason": plan.codec_reason,
+        "codec": plan.pixels.codec,
+        "codec_reason": plan.pixels.codec_reason,
         "dct_scale": max((b.get("dct_scale", 1) for b in bands), default=1),
-        "qc_scale": qc_reduction(config.tile_px, config.qc_scale),
+        "qc_scale": plan.pixels.qc_scale,
+        "qc_level": plan.pixels.qc_level,
         "stain": plan.stain,
         "qc_thresholds": config.qc.to_dict(),
         "coordinate_space": "level0_px",
@@ -332,7 +329,7 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
             "n_kept": n_kept,
             "read_method": ",".join(methods),
             "mpp_actual": choice.actual_mpp,
-            "codec": plan.codec,
+            "codec": plan.pixels.codec,
         },
     )
 

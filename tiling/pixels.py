@@ -1,6 +1,6 @@
 """Where a band's pixels come from and how they are stored: passed through, decoded or checked.
 
-Three ways, chosen per slide by :func:`choose_codec` from ``TilingConfig.codec``:
+Three ways, chosen per slide by :func:`plan_pixels` from ``TilingConfig.codec``:
 
 - ``"jpeg-passthrough"``: the grid is the pyramid level's own JPEG tiles, so
   every tile's stored JPEG stream goes into the Zarr shard undecoded. Tiling
@@ -39,10 +39,50 @@ class CodecError(SlideflowError):
     """The requested pixel codec cannot be used for a slide."""
 
 
-def choose_codec(
+@dataclass(frozen=True)
+class PixelPlan:
+    """How one slide's tiles are read, checked and stored; resolved once, when planning.
+
+    The read methods are resolved here (``"auto"`` compares a sample of direct
+    JPEG decodes with the backend), so the bands reading the slide need not.
+
+    Attributes
+    ----------
+    codec, codec_reason
+        The pixel codec (``"jpeg-passthrough"``, ``"jpeg"``, ``"zstd"``, ``"lz4"``,
+        ``"none"``) and why it was chosen.
+    level, read_px, tile_px, method
+        Where tiles are read (pyramid level, level pixels per side), their output
+        side, and the resolved :class:`~tiling.reader.TileReader` method.
+    qc_level, qc_read_px, qc_px, qc_method
+        Where QC images are read when tiles are not decoded (pass-through,
+        coordinates only), and their side.
+    qc_scale
+        The reduction QC images have (see :func:`qc_reduction`).
+    """
+
+    codec: str
+    codec_reason: str
+    level: int
+    read_px: int
+    tile_px: int
+    method: str
+    qc_level: int
+    qc_read_px: int
+    qc_px: int
+    qc_method: str
+    qc_scale: int
+
+    @property
+    def exact(self) -> bool:
+        """Whether stored pixels equal the slide's (passed through or lossless)."""
+        return self.codec in EXACT_CODECS
+
+
+def plan_pixels(
     slide: Slide, config: TilingConfig, *, level: int, read_px: int, coords: np.ndarray
-) -> tuple[str, str]:
-    """The pixel codec for one slide, and why.
+) -> PixelPlan:
+    """Choose the codec and resolve the read methods for one slide.
 
     ``"auto"`` and ``"jpeg-passthrough"`` pass the slide's JPEG tiles through
     when the grid is the level's stored tiles; otherwise ``"auto"`` re-encodes
@@ -53,16 +93,45 @@ def choose_codec(
     CodecError
         If ``"jpeg-passthrough"`` was asked for and the grid does not allow it.
     """
+    with TileReader(
+        slide, level=level, read_px=read_px, tile_px=config.tile_px, method=config.read_method
+    ) as reader:
+        codec, reason = _choose_codec(slide, config, reader, coords)
+        method = reader.method
+    scale = qc_reduction(config.tile_px, config.qc_scale)
+    qc_level = slide.best_level_for(config.target_mpp * scale, tolerance=config.tolerance).level
+    qc_level = max(qc_level, level)
+    extent = read_px * slide.level_downsamples[level]  # the tile's side in level-0 pixels
+    qc_px = config.tile_px // scale
+    qc_read_px = max(qc_px, round(extent / slide.level_downsamples[qc_level]))
+    with TileReader(
+        slide, level=qc_level, read_px=qc_read_px, tile_px=qc_px, method=config.read_method
+    ) as qc_reader:
+        qc_method = qc_reader.method
+    return PixelPlan(
+        codec=codec,
+        codec_reason=reason,
+        level=level,
+        read_px=read_px,
+        tile_px=config.tile_px,
+        method=method,
+        qc_level=qc_level,
+        qc_read_px=qc_read_px,
+        qc_px=qc_px,
+        qc_method=qc_method,
+        qc_scale=scale,
+    )
+
+
+def _choose_codec(
+    slide: Slide, config: TilingConfig, reader: TileReader, coords: np.ndarray
+) -> tuple[str, str]:
     if not config.store_pixels:
         return "none", "coordinates only: no pixels stored"
     if config.codec not in ("auto", "jpeg-passthrough"):
         return config.codec, "requested"
     problem = "stain normalisation changes the pixels" if config.stain else None
-    if problem is None:
-        with TileReader(
-            slide, level=level, read_px=read_px, tile_px=config.tile_px, method=config.read_method
-        ) as reader:
-            problem = reader.passthrough_problem(coords)
+    problem = problem or reader.passthrough_problem(coords)
     if problem is None:
         return "jpeg-passthrough", "the grid is the level's stored JPEG tiles"
     if config.codec == "jpeg-passthrough":
@@ -105,61 +174,47 @@ class TileBatch:
 
 
 def read_batches(
-    slide: Slide,
-    coords: np.ndarray,
-    config: TilingConfig,
-    *,
-    level: int,
-    read_px: int,
-    codec: str,
+    slide: Slide, coords: np.ndarray, plan: PixelPlan, *, jpeg_quality: int
 ) -> Iterator[tuple[TileBatch, TileReader]]:
-    """Read tiles at ``coords`` the way ``codec`` stores them, with their QC images.
+    """Read tiles at ``coords`` the way ``plan`` stores them, with their QC images.
 
     Yields each batch with the reader that read it (for its method and DCT scale).
     """
-    scale = qc_reduction(config.tile_px, config.qc_scale)
-    lossy = codec not in EXACT_CODECS
-    if not config.store_pixels:
-        with _qc_reader(slide, config, level, read_px, scale) as reader:
+    if plan.codec == "none":
+        with _qc_reader(slide, plan) as reader:
             for indices, images in reader.read(coords):
                 yield TileBatch(indices, images), reader
         return
-    with _reader(slide, config, level, read_px, config.tile_px, dct=lossy) as reader:
-        if codec == "jpeg-passthrough":
-            with _qc_reader(slide, config, level, read_px, scale) as qc_reader:
+    with TileReader(
+        slide,
+        level=plan.level,
+        read_px=plan.read_px,
+        tile_px=plan.tile_px,
+        method=plan.method,
+        dct_scaling=not plan.exact,
+    ) as reader:
+        if plan.codec == "jpeg-passthrough":
+            with _qc_reader(slide, plan) as qc_reader:
                 images = [batch for _, batch in qc_reader.read(coords)]
             qc_images = np.concatenate(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
             for indices, streams in reader.read_encoded(coords):
-                batch = _passthrough(reader, coords, indices, streams, config)
-                yield TileBatch(indices, qc_images[indices], encoded=batch), reader
+                encoded = _passthrough(reader, coords, indices, streams, jpeg_quality)
+                yield TileBatch(indices, qc_images[indices], encoded=encoded), reader
             return
         for indices, tiles in reader.read(coords):
-            yield TileBatch(indices, reduce_tiles(tiles, scale), tiles=tiles), reader
+            yield TileBatch(indices, reduce_tiles(tiles, plan.qc_scale), tiles=tiles), reader
 
 
-def _reader(
-    slide: Slide, config: TilingConfig, level: int, read_px: int, tile_px: int, *, dct: bool
-) -> TileReader:
+def _qc_reader(slide: Slide, plan: PixelPlan) -> TileReader:
+    """Reads tiles reduced for QC from the cheapest level that holds them, DCT-scaled."""
     return TileReader(
         slide,
-        level=level,
-        read_px=read_px,
-        tile_px=tile_px,
-        method=config.read_method,
-        dct_scaling=dct,
+        level=plan.qc_level,
+        read_px=plan.qc_read_px,
+        tile_px=plan.qc_px,
+        method=plan.qc_method,
+        dct_scaling=True,
     )
-
-
-def _qc_reader(
-    slide: Slide, config: TilingConfig, level: int, read_px: int, scale: int
-) -> TileReader:
-    """Reads the grid's tiles reduced ``scale`` times from the cheapest level that holds them."""
-    qc_level = slide.best_level_for(config.target_mpp * scale, tolerance=config.tolerance).level
-    qc_level = max(qc_level, level)
-    extent = read_px * slide.level_downsamples[level]  # the tile's side in level-0 pixels
-    qc_px = config.tile_px // scale
-    qc_read_px = max(qc_px, round(extent / slide.level_downsamples[qc_level]))
-    return _reader(slide, config, qc_level, qc_read_px, qc_px, dct=True)
 
 
 def _passthrough(
@@ -167,12 +222,12 @@ def _passthrough(
     coords: np.ndarray,
     indices: np.ndarray,
     streams: list[bytes | None],
-    config: TilingConfig,
+    jpeg_quality: int,
 ) -> list[bytes]:
     """Stored JPEG tiles as they are; tiles that are not one whole stored tile are re-encoded."""
     missing = [i for i, stream in enumerate(streams) if stream is None]
     if missing:  # crossing the level's edge (white padding) or never stored
         decoded = np.concatenate([t for _, t in reader.read(coords[indices[missing]])])
         for j, tile in zip(missing, decoded, strict=True):
-            streams[j] = encode_jpeg(tile, quality=config.jpeg_quality)
+            streams[j] = encode_jpeg(tile, quality=jpeg_quality)
     return [s for s in streams if s is not None]
