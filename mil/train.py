@@ -390,6 +390,7 @@ def fit(
         epochs = tqdm(range(config.epochs), desc=phase, disable=not config.progress, leave=False)
         for epoch in epochs:
             dataset.epoch = epoch + phase_index * config.epochs
+            head.set_progress(epoch, config.epochs)
             model.train()
             batches = _epoch_batches(targets, sizes, task, config, rng)
             loader = ordered_map(dataset.batch, batches, threads=threads, name="mil-loader")
@@ -411,7 +412,10 @@ def fit(
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
-            record: dict[str, Any] = {"phase": phase, "epoch": epoch, "train_loss": running / steps}
+            record: dict[str, Any] = {
+                "phase": phase, "epoch": epoch, "train_loss": running / steps,
+                "aux_weight": head.aux_weight,
+            }  # fmt: skip
             value = math.nan
             if val is not None and len(val):
                 evaluation = evaluate(model, task, val, device=device)
@@ -430,7 +434,8 @@ def fit(
                         scheduler.step(value)
                 else:
                     scheduler.step()
-            if last_phase and not math.isnan(value) and epoch + 1 >= config.min_epochs:
+            ready = epoch + 1 >= config.min_epochs and head.selectable
+            if last_phase and not math.isnan(value) and ready:
                 if stopper.improved(value):
                     best_state = copy.deepcopy(model.state_dict())
                     result.best_epoch, result.best_value = epoch, float(value)

@@ -107,6 +107,9 @@ class MILHead(nn.Module):
     """
 
     aux_weight: float = 0.0
+    #: Whether this epoch's validation may stop training or pick the best weights
+    #: (false while a head's loss schedule has not yet handed over to the task loss).
+    selectable: bool = True
 
     def __init__(self, in_dim: int, n_out: int, *, hidden_dim: int = 256, dropout: float = 0.25):
         super().__init__()
@@ -126,6 +129,12 @@ class MILHead(nn.Module):
         """Switch to training phase ``phase`` (see :meth:`phases`)."""
         if phase not in self.phases():
             raise ValueError(f"{type(self).__name__} has no phase {phase!r}")
+
+    def set_progress(self, epoch: int, epochs: int) -> None:
+        """Called by the trainer before each epoch of a phase (``0 <= epoch < epochs``).
+
+        Heads whose loss follows a schedule (SC-MIL's transition) update it here.
+        """
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, classes: torch.Tensor | None = None

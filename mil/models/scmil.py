@@ -1,16 +1,24 @@
-"""SC-MIL: supervised contrastive learning of bag representations.
+"""SC-MIL (Juyal et al., WACV 2024): supervised contrastive learning of bag representations.
 
-Bags are pooled with gated attention into a representation that a projection
-head maps onto the unit sphere, where a supervised contrastive loss (Khosla et
-al. 2020) pulls bags of the same class together and pushes the others away,
-which is what makes the representation robust to class imbalance. Two modes:
+Bags are pooled with gated attention into a representation ``z`` that a
+projection head (linear, ReLU, linear) maps onto the unit sphere, where a
+supervised contrastive loss (Khosla et al. 2020, temperature 0.1) pulls bags of
+the same class together and pushes the others away; decoupling representation
+learning from classifier learning is what helps under label imbalance. Modes:
 
-- ``joint``: one phase, loss = (1 − w) · task loss + w · contrastive loss.
+- ``progressive`` (the published method, default): one joint training whose
+  loss moves from the contrastive loss to the classifier's over the epochs,
+  ``β_t · L_SCL + (1 − β_t) · L_task`` with ``β_t = 1 − (t / T)²`` at epoch ``t`` of
+  ``T`` (the parabolic hand-over of cumulative learning, Zhou et al. 2020, BBN,
+  that the paper builds on). Early stopping and best-weight selection only look
+  at epochs where the task loss weighs at least as much (``β_t ≤ 0.5``).
+- ``joint``: a fixed mix ``(1 − w) · task + w · contrastive`` (``contrastive_weight``).
 - ``two_stage``: phase ``contrastive`` trains the encoder with the contrastive
   loss only; phase ``classifier`` freezes it and trains the linear classifier.
 
 The contrastive loss needs class labels and several bags per step: use it with
-a classification task and ``batch_size`` > 1.
+a classification task and ``batch_size`` > 1. Anchors with no other bag of
+their class in the batch are skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +30,12 @@ from torch import nn
 from mil.models.base import AttentionNet, HeadOutput, MILHead, full_mask, masked_softmax
 from mil.models.registry import heads
 
-MODES = ("joint", "two_stage")
+MODES = ("progressive", "joint", "two_stage")
+
+
+def transition_weight(epoch: int, epochs: int) -> float:
+    """SC-MIL's contrastive weight ``β = 1 − (epoch / epochs)²``: 1 at the start, → 0."""
+    return 1.0 - (epoch / epochs) ** 2
 
 
 def supervised_contrastive_loss(
@@ -45,8 +58,9 @@ def supervised_contrastive_loss(
 
 @heads.register(
     "scmil",
-    description="gated attention + supervised contrastive bag representations (joint/two-stage)",
-    paper="SC-MIL (supervised contrastive MIL for imbalanced subtyping)",
+    description="gated attention + supervised contrastive bag representations, "
+    "progressive hand-over to the classifier (or joint / two-stage)",
+    paper="Juyal et al. 2024 (SC-MIL, WACV)",
     aux="supervised contrastive",
 )
 class SCMIL(MILHead):
@@ -62,7 +76,7 @@ class SCMIL(MILHead):
         proj_dim: int = 128,
         dropout: float = 0.25,
         temperature: float = 0.1,
-        mode: str = "joint",
+        mode: str = "progressive",
         contrastive_weight: float = 0.5,
     ):
         super().__init__(in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout)
@@ -79,9 +93,10 @@ class SCMIL(MILHead):
         self.contrastive_weight = contrastive_weight
         self.phase = self.phases()[0]
         self.aux_weight = contrastive_weight if mode == "joint" else 1.0
+        self.selectable = mode != "progressive"
 
     def phases(self) -> tuple[str, ...]:
-        return ("train",) if self.mode == "joint" else ("contrastive", "classifier")
+        return ("contrastive", "classifier") if self.mode == "two_stage" else ("train",)
 
     def set_phase(self, phase: str) -> None:
         super().set_phase(phase)
@@ -91,6 +106,11 @@ class SCMIL(MILHead):
             module.requires_grad_(not frozen)
         if self.mode == "two_stage":
             self.aux_weight = 0.0 if frozen else 1.0
+
+    def set_progress(self, epoch: int, epochs: int) -> None:
+        if self.mode == "progressive":
+            self.aux_weight = transition_weight(epoch, epochs)
+            self.selectable = self.aux_weight <= 0.5
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, classes: torch.Tensor | None = None
