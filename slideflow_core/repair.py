@@ -263,7 +263,13 @@ def plan_repair(project: str | os.PathLike[str], reports: Sequence[VerifyReport]
             add(slide, part, parts[part])
     for report in reports:  # exports: damaged ones, and those of slides redone (if now stale)
         record = report.record
-        if record is not None and (report.broken or record.get("slide_id") in redone):
+        if record == {}:  # the record itself does not read: its config is lost with it
+            slide_id = os.fspath(report.store).rsplit("/", 1)[-1].removesuffix(".export.json")
+            by_hand.append(ByHand(slide_id, "exports", str(report.error), redo_command("exports")))
+        elif record is not None and is_uri(os.fspath(report.store)) and report.broken:
+            reason = "it is at a URL; exports are written in a local project"
+            by_hand.append(ByHand(str(record.get("slide_id")), "exports", reason, "sfc run"))
+        elif record is not None and (report.broken or record.get("slide_id") in redone):
             add((str(record.get("slide_id")), None, None), "exports", record)
     order = {name: cls.order for name, cls in classes}
     planned = [
@@ -348,9 +354,10 @@ def project_of(target: str | os.PathLike[str]) -> Path:
 
 def verify_project(target: str | os.PathLike[str], *, deep: bool = False) -> list[VerifyReport]:
     """Verify every store of a project (or one store), and a project's export records."""
-    reports = [verify(store, deep=deep) for store in find_stores(target)]
-    if Path(target).is_dir() and (Path(target) / "stores").is_dir():
-        reports += verify_exports(Path(target), deep=deep)
+    stores = find_stores(target)
+    reports = [verify(store, deep=deep) for store in stores]
+    if not stores or os.fspath(stores[0]) != os.fspath(target).rstrip("/"):  # a project
+        reports += verify_exports(target, deep=deep)
     return reports
 
 

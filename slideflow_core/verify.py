@@ -149,21 +149,40 @@ def verify_exports(project: str | os.PathLike[str], deep: bool = False) -> list[
     """Check the files of every export record (``exports/<slide_id>.export.json``) of a project.
 
     An export record lists its files with sizes and checksums, like a store part
-    (part name ``exports``); a record that does not read is damaged too.
+    (part name ``exports``); a record that does not read is damaged too (its
+    report's ``record`` is then empty). ``project`` may be a URL (``s3://``).
     """
     reports = []
-    for path in sorted((Path(project) / "exports").glob("*.export.json")):
+    for location, folder, read in _export_records(project):
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(read())
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
-            error = f"{path} is damaged ({exc}); export the slide again (sfc export)"
-            reports.append(VerifyReport(path, (), error=error, deep=deep))
+            error = f"{location} is damaged ({exc}); export the slide again (sfc export)"
+            reports.append(VerifyReport(location, (), error=error, deep=deep, record={}))
             continue
-        check = _check(path.parent, "exports", record.get(MANIFEST), deep)
-        reports.append(VerifyReport(path, (check,), deep=deep, record=record))
+        check = _check(folder, "exports", record.get(MANIFEST), deep)
+        reports.append(VerifyReport(location, (check,), deep=deep, record=record))
     return reports
+
+
+def _export_records(project: str | os.PathLike[str]) -> list[tuple[Any, Any, Any]]:
+    """``(record location, its folder, a reader of its text)`` of every export record."""
+    raw = os.fspath(project).rstrip("/")
+    if not is_uri(raw):
+        folder = Path(raw) / "exports"
+        paths = sorted(folder.glob("*.export.json"))
+        return [(path, folder, path.read_text) for path in paths]
+    import fsspec
+
+    fs, base = fsspec.core.url_to_fs(raw)
+    scheme = raw.split("://", 1)[0]
+    found = sorted(fs.glob(f"{base}/exports/*.export.json"))
+    folder = f"{raw}/exports"
+    return [
+        (f"{scheme}://{key}", folder, lambda key=key: fs.cat_file(key).decode()) for key in found
+    ]
 
 
 def repair(report: VerifyReport) -> tuple[str, ...]:

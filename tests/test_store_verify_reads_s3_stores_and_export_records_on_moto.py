@@ -1,5 +1,6 @@
 """``verify`` and ``sfc verify`` check stores on S3 (a local moto server) without downloading
-them, and the export stage knows from the record on S3 that a slide's export is current."""
+them, and the export stage (and verify) read the export records on S3: a current export is
+known as such without a local copy."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from overlay_stores import make_store
 
 from slideflow_core.geojson.stage import ExportConfig, ExportStage
+from slideflow_core.repair import verify_project
 from slideflow_core.stages import run_cohort
 from slideflow_core.verify import verify
 
@@ -113,10 +115,16 @@ def test_damage_on_s3_is_found_and_named(uploaded, how):
     assert "Traceback" not in run.stderr
 
 
-def test_the_export_stage_reads_its_record_on_s3_without_a_local_copy(uploaded):
-    s3, _, store, prefix = uploaded
+def test_the_export_stage_and_verify_read_export_records_on_s3(uploaded):
+    s3, url, store, prefix = uploaded
     stage = ExportStage(ExportConfig(run="r1"))
     assert stage.done(store)  # the record and files on S3 match the store on S3
     assert not ExportStage(ExportConfig(run="r1", precision=3)).done(store)  # another config
+    assert [r.ok for r in verify_project(url, deep=True)] == [True, True]  # store, export
     s3.rm(f"{prefix}/exports/A.heatmap.png")
     assert not stage.done(store)  # a file the record lists is gone
+    store_report, export_report = verify_project(url)
+    assert store_report.ok
+    assert export_report.lines() == [
+        f"{url}/exports/A.export.json: part exports: missing A.heatmap.png"
+    ]
