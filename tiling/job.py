@@ -248,7 +248,8 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, int]:
 
     group = zarr.open_group(plan.partial, mode="r")
     coords = np.asarray(group["coords"][start:stop])
-    writer = BandWriter(plan.partial, start, stop, config.shard_tiles)
+    quality = config.jpeg_quality if plan.pixels.codec == "jpeg" else None
+    writer = BandWriter(plan.partial, start, stop, config.shard_tiles, jpeg_quality=quality)
     normalizer = None
     if plan.stain is not None:
         normalizer = create_normalizer(plan.stain["name"]).from_dict(plan.stain["params"])

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from slideflow_core.codecs import JpegCodec
+from slideflow_core.codecs import JpegCodec, encode_jpeg
 from slideflow_core.shards import write_encoded_shard
 from slideflow_core.store import (
     checksummed,
@@ -148,12 +148,25 @@ class BandWriter:
         Tile index range of the band; ``start`` is a multiple of ``shard_tiles``.
     shard_tiles
         Tiles per shard (and per QC chunk).
+    jpeg_quality
+        For a JPEG store: pixels given to :meth:`add` are encoded here, at this
+        quality, and laid into shards like passed-through tiles (no trip through
+        Zarr's codec pipeline, which encodes chunk by chunk in its event loop).
     """
 
-    def __init__(self, store: str | Path, start: int, stop: int, shard_tiles: int) -> None:
+    def __init__(
+        self,
+        store: str | Path,
+        start: int,
+        stop: int,
+        shard_tiles: int,
+        *,
+        jpeg_quality: int | None = None,
+    ) -> None:
         use_fast_codecs()
         group = zarr.open_group(str(store), mode="r+")
         self._tiles = group.get("tiles")
+        self._jpeg_quality = jpeg_quality
         self._qc = group["qc"]
         self.start, self.stop, self.shard = start, stop, shard_tiles
         columns = [k for k in self._qc.array_keys() if k != "mask_tissue_fraction"]
@@ -189,6 +202,8 @@ class BandWriter:
         streams that go into the shard unchanged; a shard takes one or the other.
         """
         indices = np.asarray(indices, np.int64)
+        if self._jpeg_quality is not None and tiles is not None and encoded is None:
+            encoded = [encode_jpeg(tile, quality=self._jpeg_quality) for tile in tiles]
         for column, values in self._metrics.items():
             values[indices - self.start] = metrics[column]
         self._done[indices - self.start] = True
