@@ -23,7 +23,7 @@ from cluster.report import PipelineReport, StageSummary
 from cluster.rundir import PIPELINE_DIR, RunDirectory
 from cluster.state import SlideStates
 from slideflow_core.cohort import Cohort
-from slideflow_core.ray_runtime import ensure_ray
+from slideflow_core.ray_runtime import start_ray
 from slideflow_core.stages import CohortReport, SlideOutcome, Stage, create_stage, run_cohort
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def run(
     cohort = manifest if isinstance(manifest, Cohort) else Cohort.from_manifest(manifest)
     stages = [create_stage(name, config.stage_config(name)) for name in config.stages]
     rundir = RunDirectory.open(str(config.run_dir), work_dir=config.work_dir)
+    start_ray(address, num_cpus=num_cpus)  # goes on while the stages check what they need
     for stage in stages:
         stage.prepare(rundir.layout)  # every stage fails fast, before any slide is touched
     names = [s.name for s in stages] + ([UPLOAD] if rundir.remote else [])
@@ -131,7 +132,6 @@ def run(
     states = SlideStates.from_json(
         rundir.read(f"{PIPELINE_DIR}/state.json"), cohort.slide_ids, names
     )
-    ensure_ray(address or os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus)
     totals = {name: StageSummary(name) for name in names}
     batch = config.batch_slides or (REMOTE_BATCH_SLIDES if rundir.remote else None)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,35 @@ from slideflow_core.errors import SlideflowError
 
 log = logging.getLogger(__name__)
 
-#: The start under way in the background (:func:`start_ray`), if any.
+#: The thread that started Ray in the background (:func:`start_ray`), if any; set once done.
 _starting: threading.Thread | None = None
+_started = threading.Event()
 _start_error: BaseException | None = None
 _lock = threading.Lock()
+
+
+def _in_progress() -> bool:
+    return _starting is not None and not _started.is_set()
+
+
+def ray_initialized() -> bool:
+    """Whether this process is connected to Ray (without importing it when it is not)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+class _NoThreadWarning(logging.Filter):
+    """Drops Ray's warning that a background ``ray.init`` sets no SIGTERM handler (we do)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
+def _exit_on_sigterm() -> None:
+    """Exit cleanly on SIGTERM (Ray shuts its processes down at exit), as ``ray.init`` does
+    when it runs in the main thread; a handler already installed is kept."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
 
 
 def _import_ray() -> Any:
@@ -48,13 +75,7 @@ def starts_local_instance(address: str | None = None) -> bool:
     True when no address is given, ``$RAY_ADDRESS`` is unset, and this process
     has no Ray yet (initialised or being started).
     """
-    if _target(address) is not None or _starting is not None:
-        return False
-    try:
-        import ray
-    except ImportError:
-        return True
-    return not ray.is_initialized()
+    return _target(address) is None and not _in_progress() and not ray_initialized()
 
 
 def local_resources(num_cpus: int | None = None) -> dict[str, float]:
@@ -98,7 +119,7 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> Non
     global _starting, _start_error
     _import_ray()  # a missing Ray is said at once, in the caller's thread
     with _lock:
-        if _starting is not None:
+        if _in_progress() or ray_initialized():
             return
 
         def run() -> None:
@@ -107,10 +128,19 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> Non
                 _init(address, num_cpus)
             except BaseException as exc:  # handed to ensure_ray, which raises it
                 _start_error = exc
+            finally:
+                _started.set()
+            # Ray's processes die with the *thread* that spawned them (Linux's parent-death
+            # signal follows the thread): this one lives as long as the process.
+            threading.Event().wait()
 
+        logging.getLogger("ray._private.worker").addFilter(_NoThreadWarning())
         _start_error = None
+        _started.clear()
         _starting = threading.Thread(target=run, name="sfc-ray-start", daemon=True)
         _starting.start()
+        if threading.current_thread() is threading.main_thread():
+            _exit_on_sigterm()
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
@@ -128,15 +158,10 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
 
     A start begun by :func:`start_ray` is waited for, not repeated.
     """
-    global _starting
     ray = _import_ray()
-    with _lock:
-        starting = _starting
-    if starting is not None:
-        starting.join()
-        with _lock:
-            _starting = None
-        if _start_error is not None:
+    if _starting is not None:
+        _started.wait()
+        if _start_error is not None and not ray.is_initialized():
             raise _start_error
     if not ray.is_initialized():
         _init(address, num_cpus)
@@ -149,8 +174,5 @@ def wait_for_start() -> None:
     A process that ends while Ray is half started could leave its processes
     behind; once started, Ray shuts them down itself at exit.
     """
-    global _starting
-    with _lock:
-        starting, _starting = _starting, None
-    if starting is not None:
-        starting.join()
+    if _starting is not None:
+        _started.wait()
