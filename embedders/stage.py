@@ -131,9 +131,11 @@ class EmbedStage(StageDefaults):
         ``None`` (this process): ``config.device`` and torch's default threads.
         """
         if placement is not None and placement.threads is not None:
+            import cv2  # the handcrafted embedder's filters have their own thread pool
             import torch
 
             torch.set_num_threads(placement.threads)
+            cv2.setNumThreads(placement.threads)
         model = self.config.model
         if not isinstance(model, str):
             return model()
