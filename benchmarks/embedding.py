@@ -13,15 +13,24 @@ own subprocess so its peak memory is its own:
 - naive CLAM-style: per-tile ``read_at`` from the slide, then preprocess and
   forward, sequentially (no store needed);
 - ours: ``embedders.embed_cohort`` (Ray actors, loader threads feeding a bounded
-  queue), with one actor using every core for torch and with one single-threaded
-  actor per core. "tiles/s" is the steady rate (actor start-up excluded, it is
-  shown apart); "x floor" divides by the best floor.
+  queue), with one actor using every core for torch, with one single-threaded
+  actor per core, and in this process (the ``local`` executor, which a cohort of
+  a few slides gets by default). "tiles/s" is the steady rate (from the moment
+  the workers are ready: start-up excluded, shown apart as "start-up s");
+  "end-to-end tiles/s" divides by the whole wall time, Ray's start included;
+  "x floor" divides by the best floor.
+
+Every method uses the same batch size (``--batch-size``, default the CPU default
+of :data:`embedders.run.CPU_BATCH_SIZE`). ``--tiles N`` sizes the synthetic slide
+tiled with the real ones so that about N kept tiles are measured: thousands are
+needed for the steady state of a ViT; ``--quick`` measures about 160.
 
 Peak RSS is reported for the measuring process (the Ray driver for "ours") and
 for the largest embedder actor. On a CUDA machine the same script runs on the
 GPU and reports its mean utilisation.
 
     python benchmarks/embedding.py --quick
+    python benchmarks/embedding.py --tiles 3000 --models handcrafted
     python benchmarks/embedding.py --data project_dir
 """
 
@@ -48,6 +57,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 MODELS = {"handcrafted": None, "dinov2_vits14": "random"}  # name -> weights
 #: Slides with fewer kept tiles measure per-slide set-up, not throughput: left out.
 MIN_TILES = 32
+#: Kept tiles per square level-0 pixel of the synthetic slide at 0.25 µm/px, tiled at
+#: 0.5 µm/px and 224 px (2,782 kept tiles on a 49,152-px square): sizes it for --tiles.
+SYNTHETIC_KEPT_PER_PX2 = 2782 / 49152**2
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".dcm", ".qptiff"}
 COLUMNS = [
     "model",
@@ -56,6 +68,8 @@ COLUMNS = [
     "batch",
     "tiles/s",
     "x floor",
+    "end-to-end tiles/s",
+    "e2e x floor",
     "start-up s",
     "peak RSS MB",
     "actor RSS MB",
@@ -64,6 +78,12 @@ COLUMNS = [
 
 
 # -- the project -------------------------------------------------------------------------
+def synthetic_side_px(tiles: int) -> int:
+    """Side of the square synthetic slide giving about ``tiles`` kept tiles (a multiple of 512)."""
+    side = (tiles / SYNTHETIC_KEPT_PER_PX2) ** 0.5
+    return max(4096, int(np.ceil(side / 512)) * 512)
+
+
 def prepare_project(data: Path, work: Path, *, mpp: float, tile_px: int, synthetic_px: int) -> Path:
     """The project measured: ``data`` itself, or its slides tiled into ``work/project``.
 
@@ -259,34 +279,38 @@ def run_clam(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def run_ours(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """``embed_cohort`` on a local Ray instance with ``--actors`` actors."""
+    """``embed_cohort`` with ``--actors`` Ray actors (``0``: the local executor, no Ray)."""
+    started = time.perf_counter()
     from embedders import embed_cohort
     from slideflow_core.ray_runtime import ensure_ray
 
     project = Path(args.project)
     ids = [path.name.removesuffix(".zarr") for path, _ in kept_tiles(project, args.max_tiles)]
-    ensure_ray("local", num_cpus=os.cpu_count())
+    if args.actors:
+        ensure_ray("local", num_cpus=os.cpu_count())  # part of the end-to-end time
     with Sampler() as sampler:
         report = embed_cohort(
             project,
             args.model,
             weights=args.weights,
             cohort=ids,
-            batch_size=args.batch_sizes[0] if args.batch_sizes else None,
-            num_actors=args.actors,
+            batch_size=args.batch_sizes[0],
+            num_actors=args.actors or None,
+            executor="actors" if args.actors else "local",
             name=f"bench-ours-{args.actors}",
             overwrite=True,
             progress=False,
         )
+    wall = time.perf_counter() - started
     assert report.ok, str(report)
-    steady = report.seconds - report.startup_seconds
     return [
         {
             "method": f"ours: {report.info.get('executor')}",
             "tiles": report.tiles_done,
             "batch": report.results[0].details.get("batch_size"),
-            "tiles/s": report.tiles_done / steady,
-            "start-up s": report.startup_seconds,
+            "tiles/s": report.tiles_per_s,
+            "end-to-end tiles/s": report.tiles_done / wall,
+            "start-up s": wall - report.work_seconds,
             "actor RSS MB": sampler.actor_rss_mb,
             "GPU util %": sampler.gpu_mean,
         }
@@ -320,6 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data_dir(), help="project or slides")
     parser.add_argument("--quick", action="store_true", help="about 160 tiles")
+    parser.add_argument(
+        "--tiles", type=int, default=3000, help="kept tiles to measure (synthetic slide sized so)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="tiles per forward, every method (default: auto)",
+    )
     parser.add_argument("--mpp", type=float, default=0.5)
     parser.add_argument("--tile-px", type=int, default=224)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names")
@@ -334,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-sizes",
         type=lambda s: [int(v) for v in s.split(",")],
-        default=[32],
+        default=[64],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--actors", type=int, default=1, help=argparse.SUPPRESS)
@@ -347,8 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows))
         return 0
 
-    max_tiles = 160 if args.quick else None
+    from embedders.run import CPU_BATCH_SIZE
+
+    max_tiles = 160 if args.quick else args.tiles
     floor_tiles = 128 if args.quick else 512
+    batch = args.batch_size or CPU_BATCH_SIZE
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="sfc-embed-bench-") as tmp:
         project = prepare_project(
@@ -356,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(tmp),
             mpp=args.mpp,
             tile_px=args.tile_px,
-            synthetic_px=8192 if args.quick else 16384,
+            synthetic_px=8192 if args.quick else synthetic_side_px(args.tiles),
         )
         n_tiles = sum(len(k) for _, k in kept_tiles(project, max_tiles))
         if not n_tiles:
@@ -364,20 +400,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"project {project}: {n_tiles} kept tiles of {args.tile_px} px", file=sys.stderr)
         rows: list[dict[str, Any]] = []
         for model in args.models.split(","):
-            common = ["--floor-tiles", str(floor_tiles)]
+            common = ["--floor-tiles", str(floor_tiles), "--batch-sizes", str(batch)]
             if MODELS.get(model):
                 common += ["--weights", MODELS[model]]
             if max_tiles:
                 common += ["--max-tiles", str(max_tiles)]
-            found = measure("floor", model, project, [*common, "--batch-sizes", "16,32,64"])
+            floor_batches = ",".join(str(b) for b in sorted({16, 32, 64, batch}))
+            found = measure("floor", model, project, [*common, "--batch-sizes", floor_batches])
             found += measure("naive", model, project, common)
             found += measure("clam", model, project, common)
-            for actors in sorted({1, cores}):
+            for actors in sorted({0, 1, cores}):
                 found += measure("ours", model, project, [*common, "--actors", str(actors)])
             best = max((r.get("tiles/s", 0) for r in found if "floor" in r["method"]), default=0)
             for row in found:
                 if best and row.get("tiles/s"):
                     row["x floor"] = row["tiles/s"] / best
+                if best and row.get("end-to-end tiles/s"):
+                    row["e2e x floor"] = row["end-to-end tiles/s"] / best
             rows += found
             print_table(found, COLUMNS)
             print(file=sys.stderr)
@@ -389,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": str(args.data),
             "quick": args.quick,
             "cores": cores,
+            "batch_size": batch,
             "tiles": n_tiles,
             "mpp": args.mpp,
             "tile_px": args.tile_px,
