@@ -133,7 +133,12 @@ def run_local(
     ``placement``: what one actor would have had (device, threads); ``None``
     keeps this process's defaults.
     """
-    resource = stage.setup(placement)
+    try:
+        resource = stage.setup(placement)
+    except SlideflowError:
+        raise
+    except Exception as exc:  # one error line, as when an actor cannot start
+        raise _startup_error(stage, exc) from exc
     sink.ready()
     where = f" ({placement.threads} threads)" if placement and placement.threads else ""
     sink.info.update(executor=f"local{where}", **stage.describe(resource))
