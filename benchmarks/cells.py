@@ -1,17 +1,22 @@
-"""Cells: accuracy on real annotated tiles, and whole-slide throughput and memory.
+"""Cells: accuracy on any annotated folder, and whole-slide throughput and memory.
 
-Accuracy, per segmenter, on the shipped MoNuSeg / CPM-15 tiles (``--data``), split into
-the half the classical defaults were tuned on and the held-out half
-(``embedders.dense.tuning_split``): Dice, AJI, PQ (with DQ, SQ) and detection F1 (3 µm),
-averaged per tile, printed next to HoVer-Net's published numbers (Kumar; CoNSeP).
+Accuracy, per segmenter, on every evaluated tile of ``--data`` (a folder of ``ID.png`` +
+``ID.inst.png`` pairs, any names, µm/px from a ``manifest.json`` beside them or 0.25;
+or PanNuke ``images.npy`` + ``masks.npy``): Dice, AJI, PQ (DQ, SQ), detection F1,
+precision and recall (3 µm), false detections per mm² of the annotation's non-nuclear
+area, seconds per tile and training time, averaged per tile, next to HoVer-Net's
+published numbers (Kumar; CoNSeP).
 
-- ``classical``: ours, no weights;
-- ``hovernet-head``: ours, a dense decoder on a frozen ViT trained briefly on CPU on
-  the tuning half only (``--backbone``, random init by default: no weights may be
-  downloaded here, so its tokens carry no pathology knowledge; say so when reading it);
-- ``histomicstk``: HistomicsTK's documented nuclei pipeline (deconvolution, foreground
-  threshold, LoG, max-clustering, area opening), when ``--htk-python`` names an
-  interpreter that has it.
+- ``otsu``: naive baseline, Otsu threshold of the haematoxylin and connected components;
+- ``classical``: ours, no weights (its defaults were tuned on fold 1 of 2 of the shipped
+  tiles: on them, evaluate ``--eval-folds 2``);
+- ``learned``: ours, the U-Net trained end to end (``train_segmenter``): on ``--train``
+  when it is another folder; when ``--data`` is the training folder (the default),
+  k-fold by tile (``--folds``; ``tile_folds``: sources, then tiles, dealt in turn), each
+  evaluated fold scored by a model trained on the others; or ``--learned-weights W``
+  (from ``sfc cells train``), scored only on tiles its card says it never saw;
+- ``histomicstk``: HistomicsTK's documented nuclei pipeline, when ``--htk-python``
+  names an interpreter that has it (a peer).
 
 Throughput: one synthetic slide (``--size``, 50k x 50k by default; ``--quick`` 12k)
 segmented at 0.5 µm/px, each measurement in its own subprocess so peak RSS is its own:
@@ -19,7 +24,8 @@ the read floor (the windows decoded and resized, nothing else), ours (``segment_
 bands, stitching, streamed table) and a naive loop (one ``read_region`` per window, every
 cell kept in Python lists and written at the end).
 
-    python benchmarks/cells.py --data ../shared/data/nuclei [--quick]
+    python benchmarks/cells.py --data ../shared/data/nuclei --eval-folds 2 --skip-slide
+    python benchmarks/cells.py --data MONUSEG_FOLDER --out monuseg.json
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ PUBLISHED = [
     {"segmenter": "HoVer-Net (published, Kumar)", "dice": 0.826, "aji": 0.641, "pq": 0.597},
     {"segmenter": "HoVer-Net (published, CoNSeP)", "dice": 0.853, "aji": 0.600, "pq": 0.548},
 ]
-METRICS = ("dice", "aji", "pq", "dq", "sq", "f1")
+METRICS = ("dice", "aji", "pq", "dq", "sq", "f1", "precision", "recall", "false_per_mm2")
+COLUMNS = ("segmenter", "tiles", *METRICS, "s/tile", "train s", "note")
 DETECTION_UM = 3.0
 
 _HTK_SCRIPT = r"""
@@ -51,13 +58,12 @@ import json, sys
 import numpy as np, scipy as sp
 from PIL import Image
 import histomicstk as htk
-folder, ids = sys.argv[1], json.loads(sys.argv[2])
-manifest = {t["id"]: t for t in json.load(open(f"{folder}/manifest.json"))["tiles"]}
+folder, mpps = sys.argv[1], json.loads(sys.argv[2])
 W = htk.preprocessing.color_deconvolution.stain_color_map
 stains = np.array([W["hematoxylin"], W["eosin"], W["null"]]).T
-for tile_id in ids:
+for tile_id, mpp in mpps.items():
     rgb = np.asarray(Image.open(f"{folder}/{tile_id}.png").convert("RGB"))
-    k = 0.25 / manifest[tile_id]["mpp"]  # the documented settings are for 40x
+    k = 0.25 / mpp  # the documented settings are for 40x
     nuclei = htk.preprocessing.color_deconvolution.color_deconvolution(rgb, stains).Stains[:, :, 0]
     fg = sp.ndimage.binary_fill_holes(nuclei < 60)
     log, _ = htk.filters.shape.cdog(nuclei, fg, sigma_min=10 * k * np.sqrt(2),
@@ -68,114 +74,166 @@ for tile_id in ids:
 """
 
 
-def _scores(tiles: list[Any], predict: Any) -> dict[str, float]:
+def _row(
+    name: str,
+    tiles: list[Any],
+    labels: dict[str, np.ndarray],
+    seconds: float,
+    note: str,
+    train_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Mean scores of one segmenter's instance maps over ``tiles``."""
     from embedders.dense import score_tile
 
-    rows = []
-    for tile in tiles:
-        labels = predict(tile)
-        rows.append(score_tile(tile.instances, labels, max_distance_px=DETECTION_UM / tile.mpp))
-    return {m: float(np.mean([getattr(r, m) for r in rows])) for m in METRICS}
+    scores = [
+        score_tile(t.instances, labels[t.id], max_distance_px=DETECTION_UM / t.mpp, mpp=t.mpp)
+        for t in tiles
+    ]
+    return {
+        "segmenter": name,
+        "tiles": len(tiles),
+        **{m: float(np.mean([getattr(s, m) for s in scores])) for m in METRICS},
+        "s/tile": seconds / len(tiles),
+        "train s": train_seconds,
+        "note": note,
+    }
+
+
+def _run(segment: Any, tiles: list[Any]) -> tuple[dict[str, np.ndarray], float]:
+    """Instance maps of ``tiles`` at their own µm/px, and the seconds segmenting took."""
+    from embedders.dense.fit import segment_at
+
+    started = time.perf_counter()
+    labels = {t.id: segment_at(segment(t), t) for t in tiles}
+    return labels, time.perf_counter() - started
+
+
+def _otsu(mpp: float) -> Any:
+    """The naive baseline: Otsu threshold of the haematoxylin, connected components."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    from embedders.dense import TileSegmentation
+    from embedders.dense.deconvolution import stain_concentrations
+    from embedders.dense.morphology import drop_small
+
+    class Otsu:
+        def __init__(self) -> None:
+            self.mpp = mpp
+
+        def segment(self, image: np.ndarray) -> Any:
+            h, _ = stain_concentrations(image)
+            labels = ndimage.label(h > threshold_otsu(h))[0].astype(np.int32)
+            return TileSegmentation(drop_small(labels, 8.0 / mpp**2))
+
+    return Otsu()
+
+
+def _learned_plan(
+    args: argparse.Namespace, tiles: dict[str, Any]
+) -> list[tuple[list[Any], list[str], str]]:
+    """(training tiles, ids to score, how) per learned model of this run."""
+    from embedders.dense import read_training_data, tile_folds
+
+    same = args.train is None or args.train.resolve() == args.data.resolve()
+    if not same:
+        train = read_training_data(args.train)
+        return [(train, sorted(tiles), f"trained on {args.train} ({len(train)} tiles)")]
+    folds = tile_folds(sorted(tiles), args.folds)
+    chosen = args.eval_folds or list(range(1, args.folds + 1))
+    plan = []
+    for number in chosen:
+        others = [tiles[i] for k, fold in enumerate(folds) if k != number - 1 for i in fold]
+        plan.append((others, folds[number - 1], f"fold {number}/{args.folds}"))
+    return plan
 
 
 def accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Per-segmenter mean scores on the tuning and held-out halves."""
+    """One row per segmenter, over every tile a learned model did not train on."""
     from embedders.dense import (
         ClassicalSegmenter,
-        DenseTrainConfig,
-        read_annotated_folder,
-        train_dense_head,
-        tuning_split,
+        LearnedSegmenter,
+        SegmenterTrainConfig,
+        read_training_data,
+        train_segmenter,
     )
 
-    tiles = {t.id: t for t in read_annotated_folder(args.data)}
-    tuning, held_out = tuning_split(sorted(tiles))
-    halves = {"tuning": [tiles[i] for i in tuning], "held-out": [tiles[i] for i in held_out]}
-    rows = []
-
-    def add(name: str, predict: Any, note: str, seconds: float | None = None) -> None:
-        for half, chosen in halves.items():
-            started = time.perf_counter()
-            scores = _scores(chosen, predict)
-            rows.append(
-                {
-                    "segmenter": name,
-                    "half": half,
-                    **scores,
-                    "s/tile": (time.perf_counter() - started) / len(chosen),
-                    "note": note,
-                }
+    tiles = {t.id: t for t in read_training_data(args.data)}
+    # (model, the tiles it never saw) per learned model of this run
+    models: list[tuple[Any, list[Any]]] = []
+    train_seconds, notes = 0.0, []
+    if args.learned_weights:
+        model = LearnedSegmenter(args.learned_weights)
+        seen = {t["id"] for t in model.card.get("data", {}).get("train_tiles", [])}
+        unseen = [t for i, t in sorted(tiles.items()) if i not in seen]
+        if not unseen:
+            raise SystemExit(f"{args.learned_weights} was trained on every tile of {args.data}")
+        models.append((model, unseen))
+        train_seconds = float(model.card.get("training", {}).get("seconds", 0.0))
+        steps = model.card.get("training", {}).get("steps_done")
+        notes.append(f"{Path(args.learned_weights).name}: {steps} steps, {len(seen)} tiles seen")
+    else:
+        config = SegmenterTrainConfig(
+            steps=40 if args.quick else args.steps,
+            max_minutes=args.max_minutes,
+            threads=args.threads,
+            progress=False,
+        )
+        for train, ids, how in _learned_plan(args, tiles):
+            with tempfile.TemporaryDirectory() as folder:
+                result = train_segmenter(
+                    train, out=Path(folder) / "fold.safetensors", config=config
+                )
+            models.append((result.segmenter, [tiles[i] for i in ids]))
+            train_seconds += result.seconds
+            notes.append(f"{how}: {len(result.history)} steps in {result.seconds:.0f}s")
+            print(
+                f"learned, {notes[-1]}; loss {result.history[0]['loss']:.3f} -> "
+                f"{result.history[-1]['loss']:.3f}"
             )
-
-    add(
-        "classical",
-        lambda t: ClassicalSegmenter(mpp=t.mpp).segment(t.image).labels,
-        "defaults tuned on the tuning half",
-    )
-    steps = 40 if args.quick else args.steps
-    started = time.perf_counter()
-    head, history = train_dense_head(
-        halves["tuning"],
-        config=DenseTrainConfig(steps=steps, batch_size=4, lr=2e-3, progress=False),
-        backbone=args.backbone,
-        backbone_weights="random",
-        mpp=0.25,
-    )
-    trained = time.perf_counter() - started
-    print(
-        f"hovernet-head: {steps} steps on {args.backbone} (random init, frozen) in "
-        f"{trained:.0f}s; loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
-    )
-
-    def learned(tile: Any) -> np.ndarray:
-        import cv2
-
-        from embedders.dense.morphology import drop_small
-
-        factor = tile.mpp / head.mpp
-        size = (round(tile.image.shape[1] * factor), round(tile.image.shape[0] * factor))
-        image = cv2.resize(tile.image, size) if factor != 1 else tile.image
-        labels = head.segment(image).labels
-        if factor != 1:  # back to the annotation's pixels
-            labels = cv2.resize(labels, tile.image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        return drop_small(labels, 1)
-
-    add(
-        "hovernet-head",
-        learned,
-        f"{steps} CPU steps, {args.backbone} random-init frozen, {trained:.0f}s",
-    )
+    scored = sorted((t for _, chosen in models for t in chosen), key=lambda t: t.id)
+    rows = []
+    for name, make, note in (
+        ("otsu", lambda t: _otsu(t.mpp), "naive baseline: Otsu + connected components"),
+        (
+            "classical, no gate",
+            lambda t: ClassicalSegmenter(mpp=t.mpp, gate=None),
+            "defaults tuned on fold 1 of 2",
+        ),
+        ("classical", lambda t: ClassicalSegmenter(mpp=t.mpp), "with the non-nuclear gate"),
+    ):
+        labels, seconds = _run(make, scored)
+        rows.append(_row(name, scored, labels, seconds, note))
+    default_gate = models[0][0].gate
+    for name, gate in (("learned, no gate", None), ("learned", default_gate)):
+        labels, seconds = {}, 0.0
+        for model, chosen in models:
+            model.gate = gate
+            found, spent = _run(lambda t, model=model: model, chosen)
+            labels |= found
+            seconds += spent
+        rows.append(_row(name, scored, labels, seconds, "; ".join(notes), train_seconds))
     if args.htk_python:
-        rows += _htk_rows(args, halves)
+        rows += _htk_rows(args, scored)
     return rows
 
 
-def _htk_rows(args: argparse.Namespace, halves: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    rows = []
+def _htk_rows(args: argparse.Namespace, tiles: list[Any]) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as out:
-        for half, chosen in halves.items():
-            started = time.perf_counter()
-            ids = [t.id for t in chosen]
-            done = subprocess.run(
-                [args.htk_python, "-c", _HTK_SCRIPT, str(args.data), json.dumps(ids), out],
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode:
-                print(f"histomicstk failed: {done.stderr.strip().splitlines()[-1:]}")
-                return []
-            seconds = (time.perf_counter() - started) / len(chosen)
-            scores = _scores(chosen, lambda t: np.load(f"{out}/{t.id}.npy"))
-            rows.append(
-                {
-                    "segmenter": "histomicstk",
-                    "half": half,
-                    **scores,
-                    "s/tile": seconds,
-                    "note": "documented example settings, scaled by µm/px",
-                }
-            )
-    return rows
+        started = time.perf_counter()
+        mpps = {t.id: t.mpp for t in tiles}
+        done = subprocess.run(
+            [args.htk_python, "-c", _HTK_SCRIPT, str(args.data), json.dumps(mpps), out],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            print(f"histomicstk failed: {done.stderr.strip().splitlines()[-1:]}")
+            return []
+        seconds = time.perf_counter() - started
+        labels = {t.id: np.load(f"{out}/{t.id}.npy") for t in tiles}
+        note = "documented example settings, scaled by µm/px"
+        return [_row("histomicstk", tiles, labels, seconds, note)]
 
 
 # -- throughput --------------------------------------------------------------------------
@@ -305,11 +363,21 @@ def throughput(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei"
-    parser.add_argument("--data", type=Path, default=default, help="folder of ID.png + ID.inst.png")
+    parser.add_argument("--data", type=Path, default=default, help="annotated folder to score")
+    parser.add_argument(
+        "--train", type=Path, help="annotated folder to train on (default: --data, k-fold)"
+    )
+    parser.add_argument("--folds", type=int, default=2, help="k of k-fold when --train is --data")
+    parser.add_argument(
+        "--eval-folds", type=int, nargs="+", help="fold numbers (1-based) to score (default: all)"
+    )
+    parser.add_argument("--learned-weights", help="score these weights (sfc cells train) instead")
+    parser.add_argument("--steps", type=int, default=3000, help="training steps per fold")
+    parser.add_argument("--max-minutes", type=float, default=20.0, help="training time per fold")
+    parser.add_argument("--threads", type=int, help="torch threads when training")
+    parser.add_argument("--out", help="JSON to write (default: benchmarks/results/cells.json)")
     parser.add_argument("--quick", action="store_true", help="12k slide, 40 training steps")
     parser.add_argument("--size", type=int, default=50_000, help="synthetic slide side, px")
-    parser.add_argument("--steps", type=int, default=300, help="training steps of the head")
-    parser.add_argument("--backbone", default="dinov2_vits14", help="ViT of the learned head")
     parser.add_argument("--htk-python", help="python with histomicstk installed (a peer)")
     parser.add_argument("--naive", action="store_true", help="also run the naive loop (full)")
     parser.add_argument("--skip-slide", action="store_true", help="accuracy only")
@@ -323,7 +391,7 @@ def main() -> None:
         return
     rows = [] if args.skip_accuracy else accuracy(args)
     if rows:
-        print_table(rows + PUBLISHED, ["segmenter", "half", *METRICS, "s/tile", "note"])
+        print_table(rows + PUBLISHED, COLUMNS)
     speed: list[dict[str, Any]] = []
     if not args.skip_slide:
         with tempfile.TemporaryDirectory() as folder:
@@ -346,12 +414,15 @@ def main() -> None:
     path = write_json(
         "cells",
         {
+            "data": str(args.data),
+            "train": str(args.train or args.data),
             "accuracy": rows,
             "published": PUBLISHED,
             "throughput": speed,
             "detection_um": DETECTION_UM,
             "quick": args.quick,
         },
+        out=args.out,
     )
     print(f"results: {path}")
 

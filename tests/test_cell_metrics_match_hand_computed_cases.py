@@ -75,3 +75,14 @@ def test_mismatched_or_negative_maps_are_refused():
         aji(TRUTH, PRED[:, :5])
     with pytest.raises(ValueError, match="non-negative"):
         panoptic_quality(TRUTH, -PRED)
+
+
+def test_false_detections_count_predictions_touching_no_nucleus_per_mm2():
+    from embedders.dense.metrics import false_detections
+
+    # Only 8 lies wholly on the annotation's background (16 of its 24 pixels).
+    assert false_detections(TRUTH, PRED) == (1, 16)
+    scores = score_tile(TRUTH, PRED, max_distance_px=1.5, mpp=250.0)  # 16 px = 1 mm²
+    assert scores.false_per_mm2 == pytest.approx(1.0)
+    # 3 and 9 lie within 1.5 px of A's and B's centroids; 8 is the one false positive.
+    assert (scores.precision, scores.recall) == pytest.approx((2 / 3, 1.0))

@@ -231,11 +231,11 @@ class TileScores:
     dq: float
     sq: float
     f1: float
+    precision: float
+    recall: float
     n_truth: int
     n_pred: int
-    precision: float = float("nan")
-    recall: float = float("nan")
-    false_per_mm2: float = float("nan")
+    false_per_mm2: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values."""
@@ -267,7 +267,7 @@ def score_tile(
     """
     pq = panoptic_quality(truth, pred)
     det = detection_f1(truth, pred, max_distance_px)
-    per_mm2 = float("nan")
+    per_mm2 = None
     if mpp is not None:
         false, background_px = false_detections(truth, pred)
         per_mm2 = false / max(background_px * mpp**2 / 1e6, 1e-12)

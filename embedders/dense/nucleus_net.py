@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional
 
 from embedders.dense.base import Segmenter, TileSegmentation
+from embedders.dense.gate import GateConfig, gate_instances
 from embedders.dense.hovernet_post import hovernet_instances, instance_types
 from embedders.dense.registry import register_segmenter
 from embedders.dense.unet import NucleusUNet
@@ -107,6 +108,8 @@ class LearnedSegmenter(Segmenter):
         Where it runs (``"cpu"``, ``"cuda"``).
     min_area_um2
         Smallest nucleus kept by the post-processing.
+    gate
+        Tests every nucleus must pass (:mod:`.gate`; None: keep all).
     """
 
     name = "learned"
@@ -121,7 +124,9 @@ class LearnedSegmenter(Segmenter):
         depth: int = 4,
         device: str = "cpu",
         min_area_um2: float = 8.0,
+        gate: GateConfig | None = GateConfig(),  # noqa: B008 - frozen, shared safely
     ) -> None:
+        self.gate = gate
         self.card: dict[str, Any] = {}
         self.weights_sha256: str | None = None
         state = None
@@ -164,6 +169,7 @@ class LearnedSegmenter(Segmenter):
             "mpp": self._mpp,
             "weights_sha256": self.weights_sha256,
             "min_area_um2": self.min_area_um2,
+            "gate": None if self.gate is None else self.gate.to_dict(),
         }
 
     @staticmethod
@@ -196,6 +202,8 @@ class LearnedSegmenter(Segmenter):
         labels = hovernet_instances(
             maps["np"], maps["hv"], min_area_px=self.min_area_um2 / self._mpp**2
         )
+        if self.gate is not None:
+            labels = gate_instances(labels, image, mpp=self._mpp, config=self.gate)
         if not self._classes:
             return TileSegmentation(labels)
         probabilities, _ = instance_types(labels, maps["type"])
