@@ -99,6 +99,16 @@ def f1_score(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     return float(per_class[1]) if n_classes == 2 else float(per_class.mean())
 
 
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """F1 averaged over the classes present in ``y_true`` or ``y_pred`` (binary too)."""
+    cm = confusion_matrix(y_true, y_pred, n_classes).astype(np.float64)
+    denominator = cm.sum(axis=0) + cm.sum(axis=1)
+    present = denominator > 0
+    if not present.any():
+        return float("nan")
+    return float(np.mean(2 * np.diag(cm)[present] / denominator[present]))
+
+
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
     """ECE of the top-class confidence over ``n_bins`` equal-width bins.
 
@@ -135,7 +145,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, A
     """Every classification metric for (N,) class indices and (N, K) probabilities.
 
     Keys: ``auroc`` (binary: of class 1; else the macro mean of ``auroc_<k>``),
-    ``auprc`` (same averaging), ``balanced_accuracy``, ``accuracy``, ``f1``,
+    ``auprc`` (same averaging), ``balanced_accuracy``, ``accuracy``, ``f1``, ``macro_f1``,
     ``ece`` and ``confusion`` (nested lists).
     """
     y = np.asarray(y_true, dtype=np.int64)
@@ -155,6 +165,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, A
     out["balanced_accuracy"] = balanced_accuracy(y, pred, k)
     out["accuracy"] = float(np.mean(pred == y)) if len(y) else np.nan
     out["f1"] = f1_score(y, pred, k)
+    out["macro_f1"] = macro_f1(y, pred, k)
     out["ece"] = expected_calibration_error(y, probs)
     out["confusion"] = confusion_matrix(y, pred, k).tolist()
     return out

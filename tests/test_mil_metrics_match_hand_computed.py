@@ -15,6 +15,7 @@ from mil.metrics import (
     confusion_matrix,
     expected_calibration_error,
     f1_score,
+    macro_f1,
     regression_metrics,
     roc_curve,
 )
@@ -44,6 +45,8 @@ def test_confusion_balanced_accuracy_and_f1():
     # per-class F1: 2·2/(3+3)=2/3, 2·1/(2+2)=1/2, 1 → macro
     assert f1_score(y, p, 3) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     assert f1_score(np.array([1, 1, 0]), np.array([1, 0, 0]), 2) == pytest.approx(2 / 3)
+    # macro-F1 of two classes averages both: (4/5 + 2/3) / 2
+    assert macro_f1(np.array([1, 1, 0, 0]), np.array([1, 1, 1, 0]), 2) == pytest.approx(11 / 15)
 
 
 def test_ece_of_a_hand_made_case():
