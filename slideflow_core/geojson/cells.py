@@ -152,7 +152,10 @@ class CellTable:
         self.path = Path(path)
         try:
             # No pre-buffering: it reads ahead across row groups and memory grows with the file.
-            self._file = pq.ParquetFile(self.path, pre_buffer=False)
+            # Page checksums (written by CellTableWriter) make a changed byte an error.
+            self._file = pq.ParquetFile(
+                self.path, pre_buffer=False, page_checksum_verification=True
+            )
         except FileNotFoundError:
             raise CellTableError(
                 f"cell table not found: {self.path}", hint="run the cells stage first"
@@ -315,7 +318,7 @@ class CellTableWriter:
         self.schema = pa.schema(fields, metadata=metadata)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self.path, self.schema)
+        self._writer = pq.ParquetWriter(self.path, self.schema, write_page_checksum=True)
 
     def write(
         self,
