@@ -5,8 +5,13 @@ whole slides, one at a time: a slide is one unit whose features stream to its
 store and are committed atomically, so a retried slide starts over and never
 leaves half a part. With GPUs there is one actor per GPU; without, CPU actors
 split the cores between them, torch using that many threads each (see
-:meth:`EmbedStage.actors`). :func:`embed_cohort` is the stage through the core
-runner; :func:`embed_slide` is one store in this process.
+:meth:`EmbedStage.actors`). A cohort of a few slides that would start a single
+CPU actor on a new local Ray instance runs that actor's work in the driver
+instead (:func:`slideflow_core.stages.runner.choose_executor`): no Ray start
+before its first tile. Slides whose part was made from the same request are
+skipped in the driver before any model is built (:meth:`EmbedStage.settled`).
+:func:`embed_cohort` is the stage through the core runner; :func:`embed_slide`
+is one store in this process.
 """
 
 from __future__ import annotations
@@ -256,7 +261,9 @@ def embed_cohort(
     overwrite
         Re-embed slides that already have a complete part (or one made differently).
     executor
-        ``"actors"`` (Ray, the default) or ``"local"`` (this process).
+        ``"actors"`` (Ray) or ``"local"`` (this process); default: actors, except
+        that a cohort of up to four slides with work, on one machine without GPUs
+        and with no Ray running, runs here with one actor's threads (no Ray start).
     address, num_cpus
         Ray cluster address (``None``: a local instance) and cores of a local instance.
     progress
