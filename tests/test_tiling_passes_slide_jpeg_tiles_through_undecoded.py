@@ -160,3 +160,26 @@ def test_sfc_tile_passes_through_by_default_and_stores_losslessly_on_request(cmu
         command += ["--tile-px", "240", "--codec", codec, "--executor", "local", "--no-progress"]
         subprocess.run(command, check=True, capture_output=True)
         assert open_store(out / "stores" / "cmu.zarr").info["codec"] == expected
+
+
+def test_padded_edge_tiles_are_reencoded_white_outside_the_slide(cmu_svs, tmp_path):
+    store = tmp_path / "pad.zarr"
+    config = TilingConfig(mpp=0.499, tile_px=240, edge="pad", min_tissue_fraction=0)
+    tile_slide(cmu_svs, store, config)
+    tiles = open_store(store)
+    assert tiles.info["codec"] == "jpeg-passthrough"
+    with open_slide(cmu_svs) as slide:
+        width, height = slide.dimensions
+    coords = tiles.coords
+    crossing = np.flatnonzero((coords[:, 0] + 240 > width) | (coords[:, 1] + 240 > height))
+    inside = np.flatnonzero((coords[:, 0] + 240 <= width) & (coords[:, 1] + 240 <= height))
+    assert len(crossing) and len(inside)
+    edge = tiles.read_tiles([crossing[0]])[0]
+    x, y = (int(v) for v in coords[crossing[0]])
+    outside = edge[:, width - x :] if x + 240 > width else edge[height - y :]
+    assert outside.mean() > 253  # white, up to JPEG ringing at the slide's edge
+    with open_slide(cmu_svs) as slide:
+        assert _psnr(edge, slide.read_region((x, y), 0, (240, 240))) > 38
+        x, y = (int(v) for v in coords[inside[-1]])
+        expected = slide.read_region((x, y), 0, (240, 240))
+    np.testing.assert_array_equal(tiles.read_tiles([inside[-1]])[0], expected)

@@ -4,9 +4,10 @@ Three ways, chosen per slide by :func:`plan_pixels` from ``TilingConfig.codec``:
 
 - ``"jpeg-passthrough"``: the grid is the pyramid level's own JPEG tiles, so
   every tile's stored JPEG stream goes into the Zarr shard undecoded. Tiling
-  costs I/O, not decode.
+  costs I/O, not decode. (Tiles crossing the level's edge, white outside it,
+  are decoded and re-encoded.)
 - ``"jpeg"``: tiles are decoded (DCT-scaled when the resize allows) and
-  re-encoded by the store's JPEG codec.
+  re-encoded as JPEG.
 - ``"zstd"``, ``"lz4"``, ``"none"``: tiles equal ``Slide.read_at``, stored losslessly.
 
 QC looks at each tile reduced ``qc_scale`` times (⅛ by default). Where tiles are
