@@ -20,9 +20,9 @@ serves each block in one go:
 decodes identically to the slide's backend, else ``"region"``. With
 ``dct_scaling=True`` a native read that shrinks tiles by 2, 4 or 8 or more
 decodes the JPEG tiles reduced (libjpeg's DCT scaling) and area-resizes only
-what remains: not pixel-equal to an area resize of the full decode (mean
-difference about a quarter of a grey level), for lossy stores and cheap QC
-images. :meth:`TileReader.read_encoded` hands out the slide's own JPEG tiles
+what remains: not pixel-equal to an area resize of the full decode (on CMU-1
+at ½: 0.1 grey level mean absolute difference, 54 dB PSNR), for lossy stores
+and cheap QC images. :meth:`TileReader.read_encoded` hands out the slide's own JPEG tiles
 undecoded when tile positions are the level's stored tiles. Blocks are read in
 a thread pool (OpenSlide, libjpeg-turbo and Pillow's resize all release the GIL)
 with a bounded number in flight, so memory does not grow with the slide. Blocks
