@@ -295,9 +295,9 @@ def train_segmenter(
     torch.manual_seed(config.seed)
     if init is not None:
         segmenter = LearnedSegmenter(init)
-        if segmenter.classes != classes or segmenter.mpp != config.mpp:
+        if segmenter.classes != classes or segmenter.network_mpp != config.mpp:
             raise AnnotationError(
-                f"{init} has classes {segmenter.classes} at {segmenter.mpp} µm/px; the "
+                f"{init} has classes {segmenter.classes} at {segmenter.network_mpp} µm/px; the "
                 f"tiles have {classes} and the run works at {config.mpp} µm/px",
                 hint="fine-tune on tiles with the same classes and the same mpp",
             )

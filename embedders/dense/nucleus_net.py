@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
@@ -24,6 +25,7 @@ from torch.nn import functional
 from embedders.dense.base import Segmenter, TileSegmentation
 from embedders.dense.gate import GateConfig, gate_instances
 from embedders.dense.hovernet_post import distance_instances, hovernet_instances, instance_types
+from embedders.dense.morphology import drop_small
 from embedders.dense.registry import register_segmenter
 from embedders.dense.unet import NucleusUNet
 from embedders.dense.windows import window_maps
@@ -101,7 +103,10 @@ class LearnedSegmenter(Segmenter):
     classes
         Nucleus types of the type branch (none: nuclei only).
     mpp
-        µm per pixel of the images it is trained and run at.
+        µm per pixel of the images given to :meth:`segment` (whole-slide runs read the
+        slide there: ``--target-mpp``). Default: the network's own (its card's, or
+        0.25 for a new one); at another, each image is resampled to the network's
+        µm/px and the nuclei back.
     width, depth
         Channels of the first stage and number of stages of the network.
     device
@@ -125,7 +130,7 @@ class LearnedSegmenter(Segmenter):
         weights: str | os.PathLike[str] | None = None,
         *,
         classes: tuple[str, ...] = (),
-        mpp: float = 0.25,
+        mpp: float | None = None,
         width: int = 16,
         depth: int = 4,
         device: str = "cpu",
@@ -142,10 +147,13 @@ class LearnedSegmenter(Segmenter):
         if weights is not None:
             self.card, state = read_weights(weights)
             model = self.card["model"]
-            classes, mpp = tuple(model["classes"]), float(model["mpp"])
+            classes, network_mpp = tuple(model["classes"]), float(model["mpp"])
             width, depth = int(model["width"]), int(model["depth"])
             self.weights_sha256 = _sha256(Path(weights))
-        self._classes, self._mpp = tuple(classes), float(mpp)
+        else:
+            network_mpp = 0.25 if mpp is None else float(mpp)
+        self._classes, self.network_mpp = tuple(classes), network_mpp
+        self._mpp = network_mpp if mpp is None else float(mpp)
         self.min_area_um2 = float(min_area_um2)
         self.model = NucleusUNet(width=width, depth=depth, n_types=len(self._classes))
         if state is not None:
@@ -176,6 +184,7 @@ class LearnedSegmenter(Segmenter):
             "depth": self.model.depth,
             "classes": list(self._classes),
             "mpp": self._mpp,
+            "network_mpp": self.network_mpp,
             "weights_sha256": self.weights_sha256,
             "min_area_um2": self.min_area_um2,
             "gate": None if self.gate is None else self.gate.to_dict(),
@@ -208,15 +217,32 @@ class LearnedSegmenter(Segmenter):
 
     def segment(self, image: np.ndarray) -> TileSegmentation:
         """Nuclei of one uint8 RGB image at :attr:`mpp`."""
+        factor = self._mpp / self.network_mpp
+        if abs(factor - 1) < 1e-3:
+            return self._segment(image)
+        height, width = image.shape[:2]
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+        found = self._segment(cv2.resize(image, size, interpolation=interpolation))
+        labels = cv2.resize(found.labels, (width, height), interpolation=cv2.INTER_NEAREST)
+        present = np.unique(labels[labels > 0])  # a nucleus can vanish when shrunk
+        labels = drop_small(labels, 1)
+        if found.probabilities is None:
+            return TileSegmentation(labels)
+        return TileSegmentation(labels, found.classes, found.probabilities[present - 1])
+
+    def _segment(self, image: np.ndarray) -> TileSegmentation:
+        """Nuclei of an image at the network's own µm/px."""
+        mpp = self.network_mpp
         maps = self.predict_maps(image)
         if self.post == "distance":
-            labels = distance_instances(maps["np"], mpp=self._mpp, min_area_um2=self.min_area_um2)
+            labels = distance_instances(maps["np"], mpp=mpp, min_area_um2=self.min_area_um2)
         else:
             labels = hovernet_instances(
-                maps["np"], maps["hv"], min_area_px=self.min_area_um2 / self._mpp**2
+                maps["np"], maps["hv"], min_area_px=self.min_area_um2 / mpp**2
             )
         if self.gate is not None:
-            labels = gate_instances(labels, image, mpp=self._mpp, config=self.gate)
+            labels = gate_instances(labels, image, mpp=mpp, config=self.gate)
         if not self._classes:
             return TileSegmentation(labels)
         probabilities, _ = instance_types(labels, maps["type"])
@@ -233,7 +259,7 @@ class LearnedSegmenter(Segmenter):
                 "width": self.model.width,
                 "depth": self.model.depth,
                 "classes": list(self._classes),
-                "mpp": self._mpp,
+                "mpp": self.network_mpp,
                 "parameters": sum(p.numel() for p in self.model.parameters()),
             },
         }

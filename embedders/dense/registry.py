@@ -18,8 +18,8 @@ _SEGMENTERS: Registry[Callable[..., Segmenter]] = Registry("segmenter")
 #: Modules whose import registers the built-in segmenters.
 _BUILT_IN = (
     "embedders.dense.classical",
-    "embedders.dense.nucleus_net",
     "embedders.dense.learned",
+    "embedders.dense.nucleus_net",
     "embedders.dense.adapters",
 )
 
