@@ -56,8 +56,8 @@ class GateConfig:
     min_h_fraction: float = 0.35
     min_contrast: float = 0.05
     ring_um: float = 2.0
-    max_elongation: float = 5.0
-    max_glass_fraction: float = 0.5
+    max_elongation: float = 6.0
+    max_glass_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         if min(self.min_haematoxylin, self.min_h_fraction) < 0 or not self.ring_um > 0:
