@@ -1,18 +1,18 @@
 """Redoing exactly the damaged parts of a project's stores, with the stages that wrote them.
 
 :func:`repair_project` verifies every store (and every export record), then for
-each damaged part finds the registered stage that writes it (the stage class
-whose ``part_root`` is the part's first name), rebuilds that stage's config from
-what the part recorded when it was committed, and runs the stage through
+each damaged part finds the registered stage that wrote it (the one whose config,
+rebuilt from what the part recorded when it was committed, writes that part; see
+:func:`writer_of`), and runs the stage through
 :func:`~slideflow_core.stages.run_cohort` on exactly the affected slides, stages
 in their registered order. A store whose tiling part (or root metadata) is
 damaged is tiled again, which replaces the whole store, so every other part it
 held is redone after it. Then everything is verified again.
 
-A part whose config cannot be rebuilt (written before parts recorded it, or made
-with a model given as code) is listed with the reason and the command that
-redoes it by hand. The core imports no stage: stages are found through the
-``sfc.stages`` entry points.
+A part whose config cannot be rebuilt (written before parts recorded it, made
+with a model given as code, a training's out-of-fold attention) is listed with
+the reason and the command that redoes it by hand. The core imports no stage:
+stages are found through the ``sfc.stages`` entry points.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from slideflow_core.cohort import Cohort, ProjectLayout
 from slideflow_core.cohort.records import is_uri
 from slideflow_core.errors import SlideflowError
 from slideflow_core.stages.outcome import CohortReport, SlideOutcome
+from slideflow_core.stages.registry import stages
+from slideflow_core.stages.runner import run_cohort
 from slideflow_core.store import read_backup, read_store_attrs
 from slideflow_core.verify import VerifyReport, find_stores, repair, verify, verify_exports
 
@@ -121,7 +123,7 @@ class RepairResult:
 
     before: tuple[VerifyReport, ...]
     plan: RepairPlan
-    reports: tuple[Any, ...] = ()
+    reports: tuple[CohortReport, ...] = ()
     after: tuple[VerifyReport, ...] = field(default_factory=tuple)
 
     @property
@@ -132,8 +134,6 @@ class RepairResult:
 
 def _stage_classes() -> list[tuple[str, Any]]:
     """Every available stage class, ``(name, class)``, in registered order."""
-    from slideflow_core.stages.registry import stages
-
     registry = stages()
     return [
         (entry["name"], registry.get(entry["name"]))
@@ -254,12 +254,12 @@ def plan_repair(project: str | os.PathLike[str], reports: Sequence[VerifyReport]
         if report.error is not None or ROOT_PART in broken:
             broken = set(parts)  # tiling again replaces the store: every part is redone
         slide = _slide_of(attrs, slide_id, manifest)
+        if ROOT_PART in broken and slide[1] is None:  # nothing after tiling can be redone
+            reason = "the slide file is not recorded (no readable store or manifest.csv)"
+            by_hand.extend(ByHand(slide_id, p, reason, redo_command(p)) for p in sorted(broken))
+            continue
         redone.add(slide_id)
         for part in sorted(broken):
-            if part == ROOT_PART and slide[1] is None:
-                reason = "the slide file is not recorded (no readable store or manifest.csv)"
-                by_hand.append(ByHand(slide_id, part, reason, redo_command(part)))
-                continue
             add(slide, part, parts[part])
     for report in reports:  # exports: damaged ones, and those of slides redone (if now stale)
         record = report.record
@@ -317,15 +317,12 @@ def run_repair(
     *,
     executor: str | None = "local",
     progress: bool = False,
-) -> list[Any]:
+) -> list[CohortReport]:
     """Unmark the damaged parts, then run each planned stage on its slides, in order.
 
     Returns one :class:`~slideflow_core.stages.CohortReport` per stage run; a stage
     that cannot run at all (its MIL run folder is gone) fails each of its slides.
     """
-    from slideflow_core.stages.registry import stages
-    from slideflow_core.stages.runner import run_cohort
-
     for report in reports:
         if report.record is not None:
             if report.broken:  # the record goes first: the stage then redoes the files
