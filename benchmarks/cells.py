@@ -222,11 +222,15 @@ def _htk_rows(args: argparse.Namespace, tiles: list[Any]) -> list[dict[str, Any]
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         mpps = {t.id: t.mpp for t in tiles}
-        done = subprocess.run(
-            [args.htk_python, "-c", _HTK_SCRIPT, str(args.data), json.dumps(mpps), out],
-            capture_output=True,
-            text=True,
-        )
+        try:
+            done = subprocess.run(
+                [args.htk_python, "-c", _HTK_SCRIPT, str(args.data), json.dumps(mpps), out],
+                capture_output=True,
+                text=True,
+            )
+        except OSError as exc:
+            print(f"histomicstk skipped: cannot run {args.htk_python} ({exc})")
+            return []
         if done.returncode:
             print(f"histomicstk failed: {done.stderr.strip().splitlines()[-1:]}")
             return []
