@@ -193,6 +193,8 @@ def _run_info(args: argparse.Namespace) -> int:
         "level": info["level"],
         "tile_px": info["tile_px"],
         "read_method": info.get("read_method"),
+        "codec": info.get("codec"),
+        "qc_scale": info.get("qc_scale"),
         "qc_medians": {c: float(qc[c].median()) for c in qc.columns if c not in ("x", "y")},
     }
     print(json.dumps(summary, indent=2, default=str))
