@@ -1,4 +1,4 @@
-"""The learned nucleus segmenter: a trained :class:`NucleusUNet` and HoVer-Net post-processing.
+"""The learned nucleus segmenter: a trained :class:`NucleusUNet` and watershed post-processing.
 
 Weights are one safetensors file whose metadata holds the model card (JSON): the
 architecture, the µm/px it works at, the classes, and how it was trained (data and
@@ -90,10 +90,10 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str
     needs_weights=True,
     classes="from the weights",
     description="U-Net with nucleus-pixel / HV (/ type) branches trained end to end "
-    "(sfc cells train) + HoVer-Net post-processing",
+    "(sfc cells train); nuclei split at distance peaks (or by HoVer-Net's HV energy)",
 )
 class LearnedSegmenter(Segmenter):
-    """Nuclei from a trained :class:`NucleusUNet` through HoVer-Net post-processing.
+    """Nuclei from a trained :class:`NucleusUNet`: its NP foreground split into nuclei.
 
     Parameters
     ----------
