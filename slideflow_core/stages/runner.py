@@ -281,10 +281,14 @@ def run_cohort(
         raise StageError(f"unknown executor {executor!r}", hint=f"one of {', '.join(EXECUTORS)}")
     layout = ProjectLayout(Path(project))
     ids, slides, results = resolve_slides(stage, layout, cohort)
-    todo, settled = [], []
-    for slide in slides:
+    todo: list[SlideRef] = []
+    settled: list[SlideOutcome] = []
+    for slide in slides:  # in this process, before any worker or model is built
         known = stage.settled(slide, overwrite=overwrite)
-        (todo if known is None else settled).append(slide if known is None else known)
+        if known is None:
+            todo.append(slide)
+        else:
+            settled.append(known)
     chosen, placement = choose_executor(
         stage, executor, len(todo), address=address, num_cpus=num_cpus
     )
