@@ -1,0 +1,101 @@
+"""The trainer's fast paths compute what the plain computation does.
+
+- Standardisation folded into the first layer equals standardising the input,
+  in outputs and in gradients, and checkpoints that kept ``mean``/``std`` on the
+  model (before the fold) still load.
+- The byte-mask dropout keeps ``1 − p`` of the values, scaled so the mean is
+  unchanged, and is the identity in eval mode.
+- Size-bucketed batches hold every bag once per epoch, with far less padding
+  than random batches of heavy-tailed bags.
+- Batched inference gives the predictions and scores of one-bag-at-a-time inference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mil_fixtures import one_torch_thread, witness_table  # noqa: F401 (autouse)
+
+from mil.models import create_head
+from mil.models.base import Dropout
+from mil.tasks import create_task
+from mil.train import MILModel, TrainConfig, _epoch_batches, predict_bags
+
+
+def test_folded_standardisation_equals_standardising_the_input():
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 12) * 5 + 2
+    mean, std = x.reshape(-1, 12).mean(0), x.reshape(-1, 12).std(0)
+    folded = MILModel(create_head("abmil", in_dim=12, n_out=2, hidden_dim=8, dropout=0.0))
+    plain = MILModel(create_head("abmil", in_dim=12, n_out=2, hidden_dim=8, dropout=0.0))
+    plain.load_state_dict(folded.state_dict())
+    with torch.no_grad():
+        folded.mean.copy_(mean)
+        folded.std.copy_(std)
+    out_folded = folded(x).logits
+    out_plain = plain((x - mean) / std).logits
+    torch.testing.assert_close(out_folded, out_plain, rtol=1e-5, atol=1e-5)
+    out_folded.sum().backward()
+    out_plain.sum().backward()
+    first = "head.encoder.0.weight"
+    grads = {n: p.grad for n, p in folded.named_parameters()}
+    torch.testing.assert_close(grads[first], dict(plain.named_parameters())[first].grad)
+
+
+def test_checkpoints_with_the_standardisation_on_the_model_still_load():
+    model = MILModel(create_head("abmil", in_dim=6, n_out=2, hidden_dim=4))
+    state = model.state_dict()
+    legacy = {k: v for k, v in state.items() if not k.startswith("head.encoder.0.m")}
+    legacy = {k: v for k, v in legacy.items() if k != "head.encoder.0.std"}
+    legacy["mean"], legacy["std"] = torch.full((6,), 3.0), torch.full((6,), 2.0)
+    fresh = MILModel(create_head("abmil", in_dim=6, n_out=2, hidden_dim=4))
+    fresh.load_state_dict(legacy, strict=True)
+    assert torch.equal(fresh.mean, torch.full((6,), 3.0))
+    assert torch.equal(fresh.std, torch.full((6,), 2.0))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_byte_mask_dropout_keeps_one_minus_p_and_the_mean(p):
+    torch.manual_seed(1)
+    layer = Dropout(p)
+    x = torch.ones(400, 500)
+    y = layer(x)
+    kept = (y != 0).float().mean().item()
+    assert kept == pytest.approx(1 - layer.threshold / 256, abs=0.005)
+    assert abs(layer.threshold / 256 - p) <= 1 / 512
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+    layer.eval()
+    assert layer(x) is x
+
+
+def test_bucketed_batches_cover_every_bag_once_with_little_padding():
+    rng = np.random.default_rng(0)
+    sizes = np.maximum(1, rng.lognormal(3.0, 1.2, 400).astype(int))
+    targets = np.zeros(400, dtype=np.int64)
+    task = create_task("classification", [0, 1])
+    config = TrainConfig(epochs=1, batch_size=16)
+    batches = _epoch_batches(targets, sizes, task, config, np.random.default_rng(1))
+    assert sorted(i for b in batches for i in b) == list(range(400))
+
+    def padded(groups: list[list[int]]) -> int:
+        return sum(len(b) * sizes[b].max() for b in groups)
+
+    order = np.random.default_rng(1).permutation(400)
+    random_batches = [order[i : i + 16].tolist() for i in range(0, 400, 16)]
+    assert padded(batches) < 0.5 * padded(random_batches)
+
+
+def test_batched_inference_equals_one_bag_at_a_time():
+    table = witness_table(30, instances=(3, 80))
+    task = create_task("classification", table.labels)
+    torch.manual_seed(0)
+    for name in ("abmil", "clam_sb", "dsmil", "transmil", "max"):
+        kwargs = {"hidden_dim": 16} if name != "transmil" else {"hidden_dim": 16, "heads": 2}
+        model = MILModel(create_head(name, in_dim=table.dim, n_out=2, **kwargs))
+        batched, logits, scores = predict_bags(model, task, table)
+        single, logits_one, scores_one = predict_bags(model, task, table, max_rows=1)
+        torch.testing.assert_close(logits, logits_one, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-6)
+        for a, b in zip(scores, scores_one, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
