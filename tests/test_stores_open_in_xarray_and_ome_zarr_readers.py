@@ -18,6 +18,7 @@ import pytest
 import xarray as xr
 import zarr
 from embedding_project import TinyEmbedder
+from ome_zarr_models.v05.image import Image
 
 from embedders import embed_slide
 from embedders.dense import segment_cohort
@@ -102,6 +103,13 @@ def test_tissue_mask_has_ome_zarr_multiscales_at_its_physical_scale(project):
     # The mask covers the slide: its physical extent is the slide's.
     width_um = mask.shape[1] * scale["scale"][1]
     assert width_um == pytest.approx(2220 * 0.499, rel=0.01)
+
+
+def test_the_ome_zarr_validator_reads_the_store_as_an_image(project):
+    """ome-zarr-models (pydantic models of the OME-Zarr 0.5 spec) accepts the store's root."""
+    image = Image.from_zarr(zarr.open_group(str(project / "stores" / "cmu.zarr"), mode="r"))
+    [multiscale] = image.ome_attributes.multiscales
+    assert [d.path for d in multiscale.datasets] == ["tissue_mask"]
 
 
 def test_a_coordinates_only_store_opens_too(project, cmu_svs, tmp_path):
