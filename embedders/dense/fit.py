@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
@@ -163,8 +164,6 @@ def validate(segmenter: LearnedSegmenter, tiles: Sequence[AnnotatedTile]) -> dic
 
 def segment_at(segmenter: Any, tile: AnnotatedTile) -> np.ndarray:
     """Instance map of a tile at its own µm/px by a segmenter working at another."""
-    import cv2
-
     factor = tile.mpp / segmenter.mpp
     if abs(factor - 1) < 1e-3:
         return segmenter.segment(tile.image).labels
@@ -331,7 +330,6 @@ def train_segmenter(
     bar = tqdm(
         total=config.steps, initial=start, disable=not config.progress, unit="step", desc="train"
     )
-    step = start
     for step in range(start, config.steps):
         elapsed = time.perf_counter() - began
         if budget is not None and elapsed >= budget:
@@ -372,8 +370,6 @@ def train_segmenter(
                     "history": history,
                 },
             )
-    else:
-        step = config.steps
     bar.close()
     seconds = time.perf_counter() - began
     model.eval()
