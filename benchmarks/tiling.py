@@ -1,11 +1,24 @@
-"""Tiling throughput: ours vs a naive per-tile loop, the JPEG decode floor and hs2p.
+"""Tiling throughput and store size: ours vs a naive per-tile loop, the JPEG decode floor and hs2p.
 
 For every readable, calibrated slide with tissue in ``--data`` and a large
-synthetic JPEG-tiled slide, tiles at ``--mpp`` / ``--tile-px`` are read over one
-tissue grid, each measurement in its own subprocess so peak RSS is its own:
+synthetic JPEG-tiled slide (Aperio-like: 256 px JPEG tiles at 0.5 µm/px), each
+``--scenario`` is measured over one tissue grid, each measurement in its own
+subprocess so peak RSS is its own:
+
+- ``aligned``: tiles at level 0's own µm/px and stored tile size, the grid on the
+  stored tiles (our default stores them by JPEG pass-through, no decode);
+- ``resize2x``: tiles at twice level 0's µm/px, the stored tile size (40x to 20x;
+  our default decodes at ½ scale with libjpeg's DCT scaling and re-encodes);
+- ``requested``: ``--mpp`` / ``--tile-px``.
+
+Rows:
 
 - ours, end to end: ``tiling.tile_slide`` (its own tissue detection and grid,
   reading, QC, Zarr store), so its tile count may differ from the shared grid's;
+  with the default codec, with lossless ``zstd``, and coordinates only (QC from
+  ⅛-scale decodes). "store/slide" divides the store's tile bytes by the slide's
+  bytes for the stored JPEG tiles under its tiles, "store/lossless" by the
+  ``zstd`` store's; on Ray, cluster start-up is outside the clock;
 - our ``TileReader`` alone: ``per_tile``, ``region`` and ``native``, on 1 and 2
   threads, ``native`` also as 2 processes over halves of the grid, and ``native``
   without the final resize (read only) to separate reading from resizing;
@@ -22,6 +35,7 @@ two-thread decode of only the stored tiles under the grid (tissue decodes slower
 than glass), and "x naive" divides tiles/s by the naive loop's.
 
     python benchmarks/tiling.py --synthetic 20000x16000
+    python benchmarks/tiling.py --data slide.svs --synthetic 0 --scenario aligned
     python benchmarks/tiling.py --hs2p-python /tmp/hs2p-venv/bin/python
 """
 
@@ -66,9 +80,14 @@ COLUMNS = [
     "x floor(2c)",
     "x grid floor",
     "x naive",
+    "store/slide",
+    "store/lossless",
     "peak RSS MB",
     "note",
 ]
+SCENARIOS = ("aligned", "resize2x", "requested")
+OURS_DEFAULT = "ours: tile_slide end to end"
+OURS_LOSSLESS = "ours: tile_slide, zstd lossless"
 
 
 # -- the shared tissue grid ------------------------------------------------------------
@@ -109,8 +128,8 @@ def tissue_grid(path: Path, mpp: float, tile_px: int, min_tissue: float) -> dict
     }
 
 
-def find_slides(data: Path, args: argparse.Namespace) -> list[Path]:
-    """Readable, calibrated slides in a file or folder with at least ``--min-tiles`` tiles."""
+def find_slides(data: Path) -> list[Path]:
+    """Readable, calibrated slides in a file or folder."""
     from slideflow_core.errors import SlideflowError
     from slideflow_core.slides import open_slide
 
@@ -121,29 +140,40 @@ def find_slides(data: Path, args: argparse.Namespace) -> list[Path]:
             continue
         try:
             with open_slide(path) as slide:
-                slide.best_level_for(args.mpp)
-            grid = tissue_grid(path, args.mpp, args.tile_px, args.min_tissue)
+                slide.best_level_for(slide.mpp)
         except SlideflowError as exc:
             print(f"skip {path.name}: {str(exc).splitlines()[0]}")
-            continue
-        if len(grid["coords"]) < args.min_tiles:
-            print(f"skip {path.name}: {len(grid['coords'])} tissue tiles < {args.min_tiles}")
             continue
         found.append(path)
     return found
 
 
-def synthetic_slide(size: str, cache: Path, seed: int) -> Path:
-    """The cached synthetic slide of ``size`` = ``"WxH"`` at 0.25 µm/px, written if missing."""
+def scenario_grid(path: Path, scenario: str, args: argparse.Namespace) -> tuple[float, int] | str:
+    """``(mpp, tile_px)`` of a scenario on a slide, or why it does not apply."""
+    from slideflow_core.slides import open_slide
+    from tiling.native import find_jpeg_level
+
+    if scenario == "requested":
+        return args.mpp, args.tile_px
+    with open_slide(path) as slide:
+        mpp, size = slide.level_mpp[0], slide.dimensions
+    level, why = find_jpeg_level(str(path), size)
+    if level is None or level.tile_width != level.tile_height:
+        return f"level 0 is not square JPEG tiles ({why})"
+    return (mpp if scenario == "aligned" else 2 * mpp), level.tile_width
+
+
+def synthetic_slide(size: str, cache: Path, seed: int, mpp: float) -> Path:
+    """The cached synthetic slide of ``size`` = ``"WxH"`` at ``mpp``, written if missing."""
     from slideflow_core.synthetic import SyntheticSlideSpec, write_synthetic_slide
 
     width, height = (int(v) for v in size.lower().split("x"))
-    path = cache / f"synthetic_{width}x{height}_seed{seed}.svs"
+    path = cache / f"synthetic_{width}x{height}_{mpp}mpp_seed{seed}.svs"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial.svs")
         start = time.perf_counter()
-        spec = SyntheticSlideSpec(width_px=width, height_px=height, mpp=0.25, seed=seed)
+        spec = SyntheticSlideSpec(width_px=width, height_px=height, mpp=mpp, seed=seed)
         write_synthetic_slide(partial, spec)
         partial.rename(path)
         print(f"wrote {path} in {time.perf_counter() - start:.0f}s")
@@ -284,17 +314,46 @@ def run_ours(job: dict[str, Any]) -> dict[str, Any]:
     except ImportError as exc:
         return {"skipped": f"ours: not available ({exc})"}
     store = Path(job["workdir"]) / "ours.zarr"
-    config = TilingConfig(mpp=job["mpp"], tile_px=job["tile_px"])
+    config = TilingConfig(
+        mpp=job["mpp"],
+        tile_px=job["tile_px"],
+        codec=job.get("codec", "auto"),
+        store_pixels=job.get("store_pixels", True),
+    )
     start = time.perf_counter()
     result = tile_slide(job["slide"], store, config, overwrite=True)
     seconds = time.perf_counter() - start
+    sizes = _store_sizes(job["slide"], store)
     shutil.rmtree(store, ignore_errors=True)
     details = getattr(result, "details", {}) or {}
     return {
         "tiles": int(result.n_tiles),
         "seconds": seconds,
-        "method": details.get("read_method", ""),
+        "method": f"{details.get('read_method', '')}, {details.get('codec', '')}",
+        **sizes,
     }
+
+
+def _store_sizes(slide: str, store: Path) -> dict[str, int]:
+    """Bytes of the store's tiles, and of the slide's stored JPEG tiles under them."""
+    from tiling import open_store
+    from tiling.native import find_jpeg_level, tiles_touched
+
+    tiles = open_store(store)
+    if not tiles.has_pixels:
+        return {}
+    sizes = {"store_bytes": sum(f.stat().st_size for f in (store / "tiles").rglob("*"))}
+    info = tiles.info
+    with tiles.open_slide() as handle:
+        size = handle.level_dimensions[info["level"]]
+        downsample = handle.level_downsamples[info["level"]]
+    level, _ = find_jpeg_level(slide, size)
+    if level is not None and len(tiles):
+        xy = np.floor(tiles.coords / downsample).astype(np.int64)
+        side = int(info["read_px"])
+        under = np.unique(tiles_touched(level, xy[:, 0], xy[:, 1], side, side))
+        sizes["slide_bytes"] = int(level.bytecounts[under].sum())
+    return sizes
 
 
 def run_ours_ray(job: dict[str, Any]) -> dict[str, Any]:
@@ -309,7 +368,7 @@ def run_ours_ray(job: dict[str, Any]) -> dict[str, Any]:
         return {"skipped": f"ours on Ray: not available ({exc})"}
     out = Path(job["workdir"]) / "ours-ray"
     cohort = Cohort([SlideRecord("bench", job["slide"], "bench")])
-    config = TilingConfig(mpp=job["mpp"], tile_px=job["tile_px"])
+    config = TilingConfig(mpp=job["mpp"], tile_px=job["tile_px"], band_tiles=1024)
     ray.init(num_cpus=job["processes"], include_dashboard=False, log_to_driver=False)
     try:
         start = time.perf_counter()
@@ -321,7 +380,9 @@ def run_ours_ray(job: dict[str, Any]) -> dict[str, Any]:
     (result,) = report.results
     if result.status != "done":
         return {"skipped": f"ours on Ray: {result.status} ({result.error})"}
-    return {"tiles": int(result.n_tiles), "seconds": seconds, "method": "native (Ray bands)"}
+    details = result.details or {}
+    method = f"{details.get('read_method', '')}, {details.get('codec', '')} (Ray bands)"
+    return {"tiles": int(result.n_tiles), "seconds": seconds, "method": method}
 
 
 _WORKERS = {
@@ -415,7 +476,9 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         (FLOORS_2C[1], {"kind": "split", "split": "floor", "threads": 1, "processes": 2}),
         (GRID_FLOOR_2C, {"kind": "floor", "threads": 2, "grid_only": True}),
         ("naive: openslide per tile", {"kind": "naive"}),
-        ("ours: tile_slide end to end", {"kind": "ours"}),
+        (OURS_DEFAULT, {"kind": "ours"}),
+        (OURS_LOSSLESS, {"kind": "ours", "codec": "zstd"}),
+        ("ours: tile_slide, coordinates only", {"kind": "ours", "store_pixels": False}),
         ("ours: tile_cohort on Ray, 2 CPUs", {"kind": "ours_ray", "processes": 2}),
     ]
     for method in args.methods:
@@ -448,22 +511,34 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     return runs
 
 
-def bench_slide(path: Path, label: str, args: argparse.Namespace, work: Path) -> list[dict]:
-    grid = tissue_grid(path, args.mpp, args.tile_px, args.min_tissue)
-    coords_file = work / f"{label}.coords.npy"
+def bench_slide(
+    path: Path, label: str, scenario: str, args: argparse.Namespace, work: Path
+) -> list[dict]:
+    setting = scenario_grid(path, scenario, args)
+    if isinstance(setting, str):
+        print(f"{label} [{scenario}]: skipped, {setting}")
+        return []
+    mpp, tile_px = setting
+    grid = tissue_grid(path, mpp, tile_px, args.min_tissue)
+    if len(grid["coords"]) < args.min_tiles:
+        print(f"{label} [{scenario}]: skipped, {len(grid['coords'])} tiles < {args.min_tiles}")
+        return []
+    label = f"{label} [{scenario}]"
+    coords_file = work / "grid.coords.npy"
     np.save(coords_file, grid["coords"])
     base = {
         "slide": str(path),
         "coords": str(coords_file),
         "level": grid["level"],
         "read_px": grid["read_px"],
-        "tile_px": args.tile_px,
-        "mpp": args.mpp,
+        "tile_px": tile_px,
+        "mpp": mpp,
         "workdir": str(work),
     }
     print(
         f"{label}: {len(grid['coords'])} tissue tiles, level {grid['level']} "
-        f"({grid['level_mpp']:.3f} µm/px), read {grid['read_px']} px -> {args.tile_px} px"
+        f"({grid['level_mpp']:.3f} µm/px), read {grid['read_px']} px -> {tile_px} px "
+        f"at {mpp:.4f} µm/px"
     )
     rows = []
     for name, extra in plan_runs(args):
@@ -489,7 +564,7 @@ def _row(label: str, name: str, result: dict[str, Any], read_px: int) -> dict[st
     seconds = result["seconds"]
     pixels = result.get("decoded_px") or result["tiles"] * read_px * read_px
     note = result.get("method", "")
-    return {
+    row = {
         "slide": label,
         "method": name,
         "tiles": result["tiles"],
@@ -499,6 +574,12 @@ def _row(label: str, name: str, result: dict[str, Any], read_px: int) -> dict[st
         "peak RSS MB": result["peak_rss_mb"],
         "note": f"used {note}" if note and not name.startswith(("floor", "naive")) else "",
     }
+    if "store_bytes" in result:
+        row["store_bytes"] = result["store_bytes"]
+        if result.get("slide_bytes"):
+            row["slide_bytes"] = result["slide_bytes"]
+            row["store/slide"] = result["store_bytes"] / result["slide_bytes"]
+    return row
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -507,7 +588,10 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
     by_name = {r["method"]: r for r in rows}
     grid_floor = by_name.get(GRID_FLOOR_2C, {}).get("Mpx/s")
     naive = by_name.get("naive: openslide per tile", {}).get("tiles/s")
+    lossless = by_name.get(OURS_LOSSLESS, {}).get("store_bytes")
     for row in rows:
+        if lossless and "store_bytes" in row:
+            row["store/lossless"] = row["store_bytes"] / lossless
         if "Mpx/s" not in row or row["method"].startswith("floor"):
             continue
         if floor:
@@ -527,15 +611,26 @@ def _summary(row: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=default_data_dir(), help="slide or folder")
-    parser.add_argument("--synthetic", default="100000x80000", help="WxH, or 0 to skip")
+    parser.add_argument("--synthetic", default="40000x32000", help="WxH, or 0 to skip")
+    parser.add_argument("--synthetic-mpp", type=float, default=0.5, help="its level-0 µm/px")
+    parser.add_argument(
+        "--scenario",
+        nargs="+",
+        choices=SCENARIOS,
+        default=["aligned", "resize2x"],
+        help="grids to measure (see the module doc)",
+    )
     parser.add_argument("--cache", type=Path, help="synthetic slide cache (default: temp dir)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mpp", type=float, default=0.5)
-    parser.add_argument("--tile-px", type=int, default=256)
+    parser.add_argument("--mpp", type=float, default=0.5, help="for the 'requested' scenario")
+    parser.add_argument("--tile-px", type=int, default=256, help="for the 'requested' scenario")
     parser.add_argument("--min-tissue", type=float, default=0.1, help="tissue fraction per tile")
     parser.add_argument("--min-tiles", type=int, default=16, help="skip slides with fewer")
     parser.add_argument(
-        "--methods", nargs="+", default=["per_tile", "region", "native"], help="reader methods"
+        "--methods",
+        nargs="*",
+        default=["native"],
+        help="TileReader methods timed alone (per_tile, region, native)",
     )
     parser.add_argument("--hs2p-python", help="interpreter with hs2p installed (separate venv)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/tiling.json)")
@@ -548,12 +643,14 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        slides = find_slides(args.data, args) if args.data.exists() else []
-        for path in slides:
-            rows += bench_slide(path, path.name, args, work)
+        slides = [(p, p.name) for p in (find_slides(args.data) if args.data.exists() else [])]
         if args.synthetic not in ("0", ""):
-            synthetic = synthetic_slide(args.synthetic, args.cache or work / "cache", args.seed)
-            rows += bench_slide(synthetic, f"synthetic {args.synthetic}", args, work)
+            cache = args.cache or work / "cache"
+            synthetic = synthetic_slide(args.synthetic, cache, args.seed, args.synthetic_mpp)
+            slides.append((synthetic, f"synthetic {args.synthetic}"))
+        for path, label in slides:
+            for scenario in args.scenario:
+                rows += bench_slide(path, label, scenario, args, work)
     print()
     print_table(rows, COLUMNS)
     out = write_json(
