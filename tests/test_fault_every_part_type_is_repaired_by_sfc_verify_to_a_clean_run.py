@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from mil_fixtures import tumour_project
 
 from slideflow_core.errors import SlideflowError
 from slideflow_core.features import read_attention, read_features
 from slideflow_core.geojson import export_store
 from slideflow_core.geojson.cells import store_cell_table
+from slideflow_core.repair import verify_project
 from slideflow_core.store import read_store_attrs
 from tiling.view import open_store
 
@@ -50,14 +50,26 @@ def clean(tmp_path_factory):
     import torch
 
     import mil
+    from embedders import embed_cohort
     from embedders.dense import segment_cohort
     from slideflow_core.cohort import Cohort
     from slideflow_core.geojson.stage import ExportConfig, ExportStage
     from slideflow_core.stages import run_cohort
+    from slideflow_core.synthetic import SyntheticSlideSpec
+    from slideflow_core.synthetic.cohort import write_tumour_cohort
+    from tiling import TilingConfig, tile_cohort
 
     root = tmp_path_factory.mktemp("every-part")
-    project, manifest = tumour_project(root, len(SLIDES))
-    assert segment_cohort(project, "classical", executor="local", progress=False).ok
+    spec = SyntheticSlideSpec(
+        width_px=1280, height_px=1280, mpp=0.5, n_pen_marks=0, n_blur_regions=0,
+        associated_images=False, tumour_radius_um=(100.0, 150.0),
+    )  # fmt: skip
+    manifest = write_tumour_cohort(root / "cohort", len(SLIDES), spec=spec, seed=3).manifest
+    project = root / "project"
+    options = {"executor": "local", "progress": False}
+    assert tile_cohort(manifest, project, TilingConfig(mpp=1.0, tile_px=128), **options).ok
+    assert embed_cohort(project, "handcrafted", **options).ok
+    assert segment_cohort(project, "classical", **options).ok
     training = root / "training"  # trained apart: its out-of-fold attention stays there
     shutil.copytree(project, training)
     threads = torch.get_num_threads()
@@ -78,7 +90,6 @@ def clean(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     run = training / "runs" / "tumour"
-    options = {"executor": "local", "progress": False}
     assert mil.predict_cohort(run, project, manifest, name=RUN, **options).ok
     assert run_cohort(ExportStage(ExportConfig(run=RUN)), project, **options).ok
     return project
@@ -189,9 +200,18 @@ def test_one_repair_process_redoes_every_damaged_part_to_the_clean_run(clean, tm
             assert f"{slide}.zarr: part {part}:" in out
         assert f"{PARTS[how]}.export.json: part exports:" in out
     assert f"{ROOT}.zarr/zarr.json is damaged" in out
-    assert "redid tiling with the tile stage: 4 done" in out
-    assert "after the repair: 7 stores checked, everything verifies" in out
+    # Every affected slide redone exactly once, stage after stage, and no other.
+    assert out.splitlines()[-6:] == [
+        "redid tiling with the tile stage: 4 done",
+        "redid features/handcrafted with the embed stage: 7 done",
+        "redid cells, cells/classical with the segment stage: 7 done",
+        f"redid attention/{RUN} with the predict stage: 7 done",
+        "redid exports with the export stage: 7 done",
+        "after the repair: 7 stores checked, everything verifies",
+    ]
+    leftovers = [p.name for p in (project / "stores").iterdir() if ".partial" in p.name]
+    assert not leftovers + [p.name for p in (project / "stores").glob(".*.old-*")]
     # Exactly the damaged parts: a slide whose tiles were fine was not tiled again.
     assert read_store_attrs(_store(project, PARTS["delete"]))["parts"]["tiling"] == untouched
     _assert_equal_to_clean(project, clean)
-    assert _sfc("verify", str(project), "--deep").returncode == 0
+    assert all(report.ok for report in verify_project(project, deep=True))
