@@ -201,10 +201,11 @@ def repair(report: VerifyReport) -> tuple[str, ...]:
     return tuple(check.part for check in report.broken)
 
 
-def find_stores(path: str | os.PathLike[str]) -> list[Path]:
+def find_stores(path: str | os.PathLike[str]) -> list[Path | str]:
     """The stores to check: every ``stores/*.zarr`` of a project, or ``path`` itself.
 
-    ``path`` may be a URL (``s3://bucket/project`` or one store there).
+    ``path`` may be a URL (``s3://bucket/project`` or one store there): stores
+    are then returned as URLs.
 
     Raises
     ------
@@ -224,7 +225,7 @@ def find_stores(path: str | os.PathLike[str]) -> list[Path]:
     )
 
 
-def _find_remote_stores(url: str) -> list[Any]:
+def _find_remote_stores(url: str) -> list[Path | str]:
     import fsspec
 
     fs, base = fsspec.core.url_to_fs(url)
