@@ -50,16 +50,26 @@ def _stream_checksum(handle: BinaryIO) -> str:
 
 
 class _RemoteFiles:
-    """Sizes and checksums of the files under a URL, listed once through fsspec."""
+    """Sizes and checksums of files under a URL, through fsspec.
 
-    def __init__(self, url: str) -> None:
+    Many files are sized from one listing of the folder; a few (an export's
+    files in a folder shared by every slide) one request each.
+    """
+
+    def __init__(self, url: str, *, listing: bool) -> None:
         import fsspec
 
         self.fs, base = fsspec.core.url_to_fs(url)
         self.base = base.rstrip("/")
-        self._sizes: dict[str, int] | None = None
+        self._sizes: dict[str, int] | None = None if listing else {}
+        self.listing = listing
 
     def size(self, key: str) -> int | None:
+        if not self.listing:
+            try:
+                return int(self.fs.info(f"{self.base}/{key}")["size"])
+            except FileNotFoundError:
+                return None
         if self._sizes is None:
             found = self.fs.find(self.base, detail=True)
             prefix = len(self.base) + 1
@@ -172,9 +182,9 @@ def check_manifest(
         not list are ignored (chunks equal to the fill value are never written).
     """
     raw = os.fspath(root)
-    found = _RemoteFiles(raw) if is_uri(raw) else _LocalFiles(raw)
     files: dict[str, list[Any]] = manifest.get("files", {})
     wanted = files if keys is None else [k for k in keys if k in files]
+    found = _RemoteFiles(raw, listing=len(wanted) > 8) if is_uri(raw) else _LocalFiles(raw)
     if deep and manifest.get("algorithm") != ALGORITHM:
         raise ValueError(f"unknown checksum {manifest.get('algorithm')!r} in a store manifest")
     missing, wrong_size, wrong_checksum = [], [], []
