@@ -48,7 +48,7 @@ def register_verify(subparsers: argparse._SubParsersAction) -> None:
         "--executor",
         choices=EXECUTORS,
         default="local",
-        help="where --repair runs the stages: this process, Ray tasks or Ray actors",
+        help="where --repair runs the stages: Ray tasks, Ray actors, or local (this process)",
     )
     parser.set_defaults(func=run_verify)
 
