@@ -318,6 +318,7 @@ def train_segmenter(
         "init": str(init) if init else None,
     }
     checkpoint = checkpoint_path(out)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     state = _load_checkpoint(checkpoint, model, optimiser, key)
     rng = np.random.default_rng(config.seed)
     start, spent, history = 0, 0.0, []
