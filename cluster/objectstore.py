@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 from pathlib import Path
 from typing import Any
 
 from slideflow_core.errors import SlideflowError
+from slideflow_core.geojson.cells import cells_folder
 from slideflow_core.store import PARTIAL_SUFFIX, StoreError, commit_store, read_store_attrs
 
 ROOT_METADATA = "zarr.json"
@@ -79,11 +81,19 @@ def upload_store(local: str | os.PathLike[str], url: str) -> int:
             stale["attributes"]["parts"].pop(part, None)
         fs.pipe_file(f"{root}/{ROOT_METADATA}", json.dumps(stale).encode())
     files = sorted(p for p in local.rglob("*") if p.is_file())
+    # Cell tables live beside the store (<id>.cells/); they are data too, sent first.
+    beside = cells_folder(local)
+    files += sorted(
+        p
+        for p in beside.rglob("*")
+        if p.is_file()
+        and not any(n.endswith((".bands", ".partial")) for n in p.relative_to(beside).parts)
+    )
     data = [p for p in files if p != local / ROOT_METADATA]
     if data:
         fs.put(
             [str(p) for p in data],
-            [f"{root}/{p.relative_to(local).as_posix()}" for p in data],
+            [posixpath.normpath(f"{root}/{os.path.relpath(p, local)}") for p in data],
         )
     fs.put_file(str(local / ROOT_METADATA), f"{root}/{ROOT_METADATA}")  # the commit marker
     return len(files)
@@ -105,6 +115,11 @@ def download_store(url: str, local: str | os.PathLike[str]) -> bool:
     partial.mkdir(parents=True)
     remote_files = [f for f in fs.find(root) if f != f"{root}/{ROOT_METADATA}"]
     targets = [str(partial / f[len(root) + 1 :]) for f in remote_files]
+    beside = posixpath.normpath(f"{root}/{os.path.relpath(cells_folder(local), local)}")
+    if fs.exists(beside):  # cell tables kept beside the store
+        extra = fs.find(beside)
+        remote_files += extra
+        targets += [str(cells_folder(local) / f[len(beside) + 1 :]) for f in extra]
     for target in targets:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     if remote_files:

@@ -23,6 +23,7 @@ deep check streams each object.
 from __future__ import annotations
 
 import os
+import posixpath
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,9 +66,9 @@ class _RemoteFiles:
         self.listing = listing
 
     def size(self, key: str) -> int | None:
-        if not self.listing:
+        if not self.listing or key.startswith("../"):  # "../": beside the folder listed
             try:
-                return int(self.fs.info(f"{self.base}/{key}")["size"])
+                return int(self.fs.info(self._path(key))["size"])
             except FileNotFoundError:
                 return None
         if self._sizes is None:
@@ -77,8 +78,11 @@ class _RemoteFiles:
         return self._sizes.get(key)
 
     def checksum(self, key: str) -> str:
-        with self.fs.open(f"{self.base}/{key}", "rb") as handle:
+        with self.fs.open(self._path(key), "rb") as handle:
             return _stream_checksum(handle)
+
+    def _path(self, key: str) -> str:
+        return posixpath.normpath(f"{self.base}/{key}")
 
 
 class _LocalFiles:
@@ -117,7 +121,7 @@ def build_manifest(root: str | os.PathLike[str], entries: Iterable[str]) -> dict
     files: dict[str, list[Any]] = {}
     for entry in entries:
         for path in _files_under(root, entry):
-            key = path.relative_to(root).as_posix()
+            key = Path(os.path.relpath(path, root)).as_posix()  # "../<id>.cells/...": beside it
             files[key] = [path.stat().st_size, file_checksum(path)]
     return {"algorithm": ALGORITHM, "files": dict(sorted(files.items()))}
 

@@ -308,7 +308,11 @@ def part_key(*names: str) -> str:
 
 @contextmanager
 def write_part(
-    store: str | os.PathLike[str], part: str, info: dict[str, Any]
+    store: str | os.PathLike[str],
+    part: str,
+    info: dict[str, Any],
+    *,
+    files: Iterable[str] = (),
 ) -> Iterator[zarr.Group]:
     """Write one part (e.g. ``features/uni``) of a committed store atomically.
 
@@ -328,6 +332,9 @@ def write_part(
         Part path made with :func:`part_key`.
     info
         Description recorded in the root attributes under ``parts[part]``.
+    files
+        Other files the part owns (relative to the store, e.g. a table kept beside
+        it), in place when the block ends; the manifest covers them too.
     """
     use_fast_codecs()
     store = Path(store)
@@ -352,7 +359,7 @@ def write_part(
             shutil.rmtree(partial, ignore_errors=True)
             raise
         commit_store(partial, final)
-        mark_part(store, part, info, files=(part,))
+        mark_part(store, part, info, files=(part, *files))
 
 
 def commit_store(partial: str | os.PathLike[str], final: str | os.PathLike[str]) -> Path:

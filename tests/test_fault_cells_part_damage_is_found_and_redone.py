@@ -31,7 +31,7 @@ def clean(tmp_path_factory, cmu_svs):
 
 
 def _table(project):
-    return next((project / "stores" / "cmu.zarr").glob("cells/classical/*.parquet"))
+    return next((project / "stores" / "cmu.cells").glob("classical/*.parquet"))
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate"])

@@ -23,6 +23,7 @@ import shapely
 from embedders.dense.base import Segmenter
 from embedders.dense.stitch import DEFAULT_MIN_OVERLAP
 from slideflow_core.errors import SlideflowError
+from slideflow_core.geojson.cells import cells_folder
 from slideflow_core.provenance import file_fingerprint
 from slideflow_core.slides import Slide, open_slide
 from slideflow_core.stages import StageConfigError
@@ -160,7 +161,7 @@ class CellPlan:
     store
         The slide store the table goes into, or None for a bare slide.
     output
-        The final table (inside the store's part for stores).
+        The final table (``<id>.cells/<name>/cells.parquet`` beside a store).
     stage
         Folder of staged band files.
     level, read_px, scale, mpp
@@ -285,8 +286,9 @@ def plan_cells(
         slide_info = attrs["slide"]
         override = slide_info.get("mpp_override")
         slide = open_slide(slide_info["path"], mpp=override, slide_id=attrs["slide_id"])
-        output = source / CELLS / run / TABLE_NAME
-        stage = source / CELLS / f".{run}.bands"
+        # Beside the store, outside its Zarr hierarchy (see slideflow_core.geojson.cells).
+        output = cells_folder(source) / run / TABLE_NAME
+        stage = cells_folder(source) / f".{run}.bands"
         origin: dict[str, Any] = {"tiling": attrs["parts"]["tiling"].get("identity")}
     else:
         if out is None:

@@ -6,8 +6,9 @@ plans a slide, :func:`embedders.dense.bands.segment_band` does each band, and
 
 The cell table follows :mod:`slideflow_core.geojson.cells` (WKB ``geometry`` in level-0
 px, ``class`` when the segmenter has classes, float measurement columns including the
-centroid ``x``, ``y``). For a slide store it is the part ``cells/<name>`` holding
-``cells.parquet``, and the store's ``cells`` entry points at the latest run so
+centroid ``x``, ``y``). For a slide store it is ``<id>.cells/<name>/cells.parquet``
+beside the store, recorded (with its checksum) by the part ``cells/<name>``, and the
+store's ``cells`` entry points at the latest run so
 exporters and the viewer find it; for a bare slide it is the ``out`` file with its
 provenance in ``<out>.json``. Either way it appears only when complete.
 """
@@ -37,7 +38,6 @@ from embedders.dense.bands import (
 from embedders.dense.base import Segmenter
 from embedders.dense.plan import (
     CELLS,
-    TABLE_NAME,
     CellPlan,
     SegmentationError,
     SegmentConfig,
@@ -167,12 +167,16 @@ def commit_cells(
     }
     if plan.store is not None:
         part = cells_part(plan.name)
-        table = f"{part}/{TABLE_NAME}"
+        output = Path(plan.output)
+        table = Path(os.path.relpath(output, plan.store)).as_posix()  # ../<id>.cells/<run>/...
         pointer = _pointer(plan.store)
         if pointer.get("table") == table:
             unmark_part(plan.store, CELLS)  # the table it points at is being replaced
-        with write_part(plan.store, part, {**info, "table": table}) as group:
-            n = _write_table(plan, segmenter, Path(group.store.root) / TABLE_NAME)
+        with write_part(plan.store, part, {**info, "table": table}, files=(table,)) as group:
+            tmp = output.with_name(output.name + ".partial")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            n = _write_table(plan, segmenter, tmp)
+            os.replace(tmp, output)  # the part is unmarked until the block commits it
             group.attrs.update({**info, "n_cells": n})
         mark_part(plan.store, part, {**info, "table": table, "n_cells": n})
         mark_part(plan.store, CELLS, {**info, "table": table, "n_cells": n})

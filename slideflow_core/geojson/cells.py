@@ -21,9 +21,12 @@ groups of about 10,000: readers hold one decoded row group at a time (a few
 KB a row), so the row group size bounds their memory, and the viewer's box
 queries read only the few row groups near the box.
 
-In a slide store the table lives in the ``cells`` part, written atomically
-with :func:`slideflow_core.store.write_part` (``cells/cells.parquet``; the
-part's info may name another relative ``table`` path).
+A slide store's cell tables live beside it, outside its Zarr hierarchy (so Zarr
+and xarray listings meet no foreign file): ``stores/<id>.cells/<run>/cells.parquet``
+next to ``stores/<id>.zarr`` (see :func:`cells_folder`). The store's
+``cells/<run>`` part records the table's path relative to the store
+(``../<id>.cells/<run>/cells.parquet``) and its manifest covers the table.
+Stores written before kept it inside (``cells/cells.parquet``); both are read.
 """
 
 from __future__ import annotations
@@ -264,21 +267,29 @@ class CellTable:
         return CellBatch(table, self.measurement_columns, hits), truncated
 
 
+def cells_folder(store: str | os.PathLike[str]) -> Path:
+    """Where a slide store's cell tables live: ``<id>.cells`` beside ``<id>.zarr``."""
+    store = Path(store)
+    return store.parent / f"{store.name.removesuffix('.zarr')}.cells"
+
+
 def store_cell_table(store: str | os.PathLike[str], attrs: Mapping[str, Any]) -> Path | None:
     """The cell table of a slide store (from its ``cells`` part), or None when it has none.
 
     Raises
     ------
     CellTableError
-        If the part names a table outside the store.
+        If the part names a table outside the store and its cells folder.
     """
     info = attrs.get("parts", {}).get(CELLS_PART)
     if not info or not info.get("complete"):
         return None
     root = Path(store).resolve()
     path = (root / str(info.get("table", DEFAULT_TABLE))).resolve()
-    if not path.is_relative_to(root):
-        raise CellTableError(f"{store}: the cells part points outside the store ({path})")
+    if not (path.is_relative_to(root) or path.is_relative_to(cells_folder(root))):
+        raise CellTableError(
+            f"{store}: the cells part points outside the store and its cells folder ({path})"
+        )
     return path
 
 
