@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from embedders.dense.augment import AugmentConfig, augment_crop
+from embedders.dense.base import segment_resampled
 from embedders.dense.data import AnnotatedTile, AnnotationError
 from embedders.dense.hovernet_post import hv_targets
 from embedders.dense.metrics import score_tile
@@ -164,14 +164,7 @@ def validate(segmenter: LearnedSegmenter, tiles: Sequence[AnnotatedTile]) -> dic
 
 def segment_at(segmenter: Any, tile: AnnotatedTile) -> np.ndarray:
     """Instance map of a tile at its own µm/px by a segmenter working at another."""
-    factor = tile.mpp / segmenter.mpp
-    if abs(factor - 1) < 1e-3:
-        return segmenter.segment(tile.image).labels
-    size = (round(tile.image.shape[1] * factor), round(tile.image.shape[0] * factor))
-    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    labels = segmenter.segment(cv2.resize(tile.image, size, interpolation=interpolation)).labels
-    labels = cv2.resize(labels, tile.image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-    return drop_small(labels, 1)
+    return segment_resampled(segmenter.segment, tile.image, tile.mpp / segmenter.mpp).labels
 
 
 def _lr_factor(progress: float, step: int) -> float:

@@ -15,17 +15,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn import functional
 
-from embedders.dense.base import Segmenter, TileSegmentation
+from embedders.dense.base import Segmenter, TileSegmentation, segment_resampled
 from embedders.dense.gate import GateConfig, gate_instances
 from embedders.dense.hovernet_post import distance_instances, hovernet_instances, instance_types
-from embedders.dense.morphology import drop_small
 from embedders.dense.registry import register_segmenter
 from embedders.dense.unet import NucleusUNet
 from embedders.dense.windows import window_maps
@@ -217,19 +215,7 @@ class LearnedSegmenter(Segmenter):
 
     def segment(self, image: np.ndarray) -> TileSegmentation:
         """Nuclei of one uint8 RGB image at :attr:`mpp`."""
-        factor = self._mpp / self.network_mpp
-        if abs(factor - 1) < 1e-3:
-            return self._segment(image)
-        height, width = image.shape[:2]
-        size = (max(1, round(width * factor)), max(1, round(height * factor)))
-        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-        found = self._segment(cv2.resize(image, size, interpolation=interpolation))
-        labels = cv2.resize(found.labels, (width, height), interpolation=cv2.INTER_NEAREST)
-        present = np.unique(labels[labels > 0])  # a nucleus can vanish when shrunk
-        labels = drop_small(labels, 1)
-        if found.probabilities is None:
-            return TileSegmentation(labels)
-        return TileSegmentation(labels, found.classes, found.probabilities[present - 1])
+        return segment_resampled(self._segment, image, self._mpp / self.network_mpp)
 
     def _segment(self, image: np.ndarray) -> TileSegmentation:
         """Nuclei of an image at the network's own µm/px."""
