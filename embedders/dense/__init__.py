@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         tuning_split,
     )
     from embedders.dense.fit import SegmenterTrainConfig, TrainResult, train_segmenter
+    from embedders.dense.geojson_data import geojson_tiles
     from embedders.dense.learned import DenseHeadSegmenter, load_dense_head
     from embedders.dense.metrics import (
         TileScores,
@@ -70,6 +71,7 @@ _EXPORTS = {
     "tuning_split": "embedders.dense.data",
     "AugmentConfig": "embedders.dense.augment",
     "SegmenterTrainConfig": "embedders.dense.fit",
+    "geojson_tiles": "embedders.dense.geojson_data",
     "TrainResult": "embedders.dense.fit",
     "train_segmenter": "embedders.dense.fit",
     "LearnedSegmenter": "embedders.dense.nucleus_net",
@@ -120,6 +122,7 @@ __all__ = [
     "create_segmenter",
     "detection_f1",
     "dice",
+    "geojson_tiles",
     "list_segmenters",
     "load_dense_head",
     "load_segmenter_weights",

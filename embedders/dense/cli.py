@@ -137,7 +137,8 @@ def register_cells(subparsers: argparse._SubParsersAction) -> None:
         "cells",
         help="train nucleus segmenters on annotated tiles",
         description="Nucleus segmenters from annotated tiles (ID.png + ID.inst.png pairs with\n"
-        "an optional manifest.json of µm/px, or PanNuke images.npy + masks.npy).",
+        "an optional manifest.json of µm/px, PanNuke images.npy + masks.npy, or a slide\n"
+        "with QuPath GeoJSON nucleus outlines).",
     )
     actions = parser.add_subparsers(dest="cells_command", metavar="ACTION", required=True)
     train = add_command(
@@ -148,7 +149,18 @@ def register_cells(subparsers: argparse._SubParsersAction) -> None:
         "WEIGHTS (safetensors) with its card (WEIGHTS.card.json). Resumes from\n"
         "WEIGHTS.checkpoint.safetensors when a run with the same settings was stopped.",
     )
-    train.add_argument("folder", help="annotated folder (ID.png + ID.inst.png, or PanNuke .npy)")
+    train.add_argument(
+        "folder",
+        help="annotated folder (ID.png + ID.inst.png, or PanNuke .npy), or a slide with "
+        "--annotations",
+    )
+    train.add_argument(
+        "--annotations", help="QuPath GeoJSON of nucleus outlines (detections/cells) on FOLDER"
+    )
+    train.add_argument("--slide-mpp", type=float, help="level-0 µm/px of an uncalibrated slide")
+    train.add_argument(
+        "--typed", action="store_true", help="GeoJSON classifications become nucleus types"
+    )
     train.add_argument("--out", required=True, help="weights file to write (.safetensors)")
     train.add_argument("--validation", help="annotated folder scored after training (card)")
     train.add_argument(
@@ -179,7 +191,18 @@ def _run_cells_train(args: argparse.Namespace) -> int:
     )
     from embedders.dense.fit import SegmenterTrainConfig, train_segmenter
 
-    tiles = read_training_data(args.folder)
+    if args.annotations:
+        from embedders.dense.geojson_data import geojson_tiles
+
+        tiles = geojson_tiles(
+            args.folder,
+            args.annotations,
+            mpp=args.target_mpp,
+            slide_mpp=args.slide_mpp,
+            typed=args.typed,
+        )
+    else:
+        tiles = read_training_data(args.folder)
     validation = read_training_data(args.validation) if args.validation else []
     if args.hold_out:
         if validation:
@@ -206,7 +229,8 @@ def _run_cells_train(args: argparse.Namespace) -> int:
         raise AnnotationError(str(exc), hint="see sfc cells train --help") from exc
     data = {
         "folder": str(Path(args.folder).resolve()),
-        "licences": folder_licences(args.folder),
+        "annotations": str(Path(args.annotations).resolve()) if args.annotations else None,
+        "licences": [] if args.annotations else folder_licences(args.folder),
         "validation_folder": str(Path(args.validation).resolve()) if args.validation else None,
         "split": "hold-out: fold 1 of 2 trains, fold 2 validates" if args.hold_out else None,
     }
