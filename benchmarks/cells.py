@@ -138,7 +138,12 @@ def _learned_plan(
     same = args.train is None or args.train.resolve() == args.data.resolve()
     if not same:
         train = read_training_data(args.train)
-        return [(train, sorted(tiles), f"trained on {args.train} ({len(train)} tiles)")]
+        how = f"trained on {args.train} ({len(train)} tiles)"
+        shared = sorted({t.id for t in train} & set(tiles))
+        if shared:  # same ids: most likely the same tiles, so not held out
+            how += f"; {len(shared)} ids also in --data: not held out"
+            print(f"warning: {len(shared)} tile ids are in both --train and --data")
+        return [(train, sorted(tiles), how)]
     folds = tile_folds(sorted(tiles), args.folds)
     chosen = args.eval_folds or list(range(1, args.folds + 1))
     plan = []
