@@ -3,6 +3,7 @@ part's record alone, through the stage registry; what it cannot rebuild it says 
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import asdict
 
 import pytest
@@ -69,3 +70,29 @@ def test_a_stage_that_cannot_run_fails_its_slides_instead_of_the_repair(tmp_path
     [report] = run_repair(tmp_path, RepairPlan((redo,), ()), [])
     [outcome] = report.results
     assert outcome.status == "failed" and "gone" in outcome.error
+
+
+@pytest.mark.integration
+def test_a_repair_runs_its_stages_on_ray_tasks_when_asked(tmp_path, ray_session):
+    from overlay_stores import make_store
+
+    from slideflow_core.geojson.stage import ExportStage
+    from slideflow_core.repair import repair_project
+    from slideflow_core.stages import run_cohort
+
+    make_store(tmp_path, "A")
+    stage = ExportStage(ExportConfig(run="r1"))
+    assert run_cohort(stage, tmp_path, executor="local", progress=False).ok
+    geojson = tmp_path / "exports" / "A.geojson.gz"
+    clean = geojson.read_bytes()
+    data = bytearray(clean)
+    data[len(data) // 2] ^= 0x01
+    geojson.write_bytes(bytes(data))
+
+    result = repair_project(tmp_path, deep=True, executor="tasks")
+
+    assert result.ok
+    [report] = result.reports
+    assert report.stage == "export" and [r.status for r in report.results] == ["done"]
+    assert "Ray tasks" in report.info["executor"]
+    assert gzip.decompress(geojson.read_bytes()) == gzip.decompress(clean)  # mtime aside
