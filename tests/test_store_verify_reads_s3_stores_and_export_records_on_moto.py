@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from overlay_stores import make_store
+from s3_fixtures import s3  # noqa: F401 (fixture)
 
 from slideflow_core.geojson.stage import ExportConfig, ExportStage
 from slideflow_core.repair import verify_project
@@ -24,32 +25,7 @@ SCORES = "attention/r1/scores/c/0"
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    """A moto S3 server on 127.0.0.1 and an s3fs filesystem talking to it."""
-    import s3fs
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()
-    try:
-        yield s3fs.S3FileSystem()
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        server.stop()
-
-
-@pytest.fixture
-def uploaded(s3, tmp_path):
+def uploaded(s3, tmp_path):  # noqa: F811 (the fixture)
     """A project with one store and its export, uploaded to S3 (a bucket of its own, as
     moto keeps buckets between servers); the local copy deleted.
 
@@ -92,17 +68,17 @@ def test_an_intact_store_on_s3_verifies_deep(uploaded):
 
 @pytest.mark.parametrize("how", ["delete", "truncate", "flip"])
 def test_damage_on_s3_is_found_and_named(uploaded, how):
-    s3, url, store, prefix = uploaded
+    fs, url, store, prefix = uploaded
     key = f"{prefix}/stores/A.zarr/{SCORES}"
-    data = s3.cat_file(key)
+    data = fs.cat_file(key)
     if how == "delete":
-        s3.rm(key)
+        fs.rm(key)
     elif how == "truncate":
-        s3.pipe_file(key, data[: len(data) // 2])
+        fs.pipe_file(key, data[: len(data) // 2])
     else:
         flipped = bytearray(data)
         flipped[len(flipped) // 2] ^= 0x01
-        s3.pipe_file(key, bytes(flipped))
+        fs.pipe_file(key, bytes(flipped))
 
     cheap, deep = verify(store), verify(store, deep=True)
 
@@ -116,12 +92,12 @@ def test_damage_on_s3_is_found_and_named(uploaded, how):
 
 
 def test_the_export_stage_and_verify_read_export_records_on_s3(uploaded):
-    s3, url, store, prefix = uploaded
+    fs, url, store, prefix = uploaded
     stage = ExportStage(ExportConfig(run="r1"))
     assert stage.done(store)  # the record and files on S3 match the store on S3
     assert not ExportStage(ExportConfig(run="r1", precision=3)).done(store)  # another config
     assert [r.ok for r in verify_project(url, deep=True)] == [True, True]  # store, export
-    s3.rm(f"{prefix}/exports/A.heatmap.png")
+    fs.rm(f"{prefix}/exports/A.heatmap.png")
     assert not stage.done(store)  # a file the record lists is gone
     store_report, export_report = verify_project(url)
     assert store_report.ok
