@@ -11,15 +11,14 @@ the command that redoes it.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from slideflow_core.cli import add_command
-from slideflow_core.repair import (
-    RepairResult,
-    repair_project,
-    verify_project,
-)
 from slideflow_core.stages.protocol import EXECUTORS
-from slideflow_core.verify import VerifyReport
+
+if TYPE_CHECKING:
+    from slideflow_core.repair import RepairResult
+    from slideflow_core.verify import VerifyReport
 
 
 def register_verify(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +54,8 @@ def register_verify(subparsers: argparse._SubParsersAction) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Verify and print every problem; with ``--repair``, redo them. 1 while anything is damaged."""
+    from slideflow_core.repair import repair_project, verify_project  # not on every sfc start
+
     if args.repair:
         result = repair_project(args.target, deep=args.deep, executor=args.executor)
         _print_found(args, list(result.before))
