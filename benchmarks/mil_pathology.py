@@ -68,7 +68,7 @@ from slideflow_core.synthetic.cohort import (
 )
 from tiling import TilingConfig, tile_cohort
 
-SWEEP_HEADS = "mean,max,abmil,gated_abmil,clam_sb,dsmil,transmil,scmil"
+SWEEP_HEADS = "mean,abmil,gated_abmil,clam_sb,dsmil,scmil"
 HEAD_OPTIONS = {"transmil": {"hidden_dim": 128, "landmarks": 64}}
 
 
@@ -81,19 +81,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8192, help="synthetic slide side in px")
     parser.add_argument("--heads", default=None, help=f"default: {SWEEP_HEADS} (features)")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=None, help="default 30 (features), 40")
+    parser.add_argument("--epochs", type=int, default=None, help="default 20 (features), 40")
     parser.add_argument("--lesion-class", default=TUMOUR_CLASS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=5, help="features mode")
-    parser.add_argument("--train", type=int, default=160, help="training slides per seed")
-    parser.add_argument("--test", type=int, default=100, help="slides per test set")
+    parser.add_argument("--train", type=int, default=120, help="training slides per seed")
+    parser.add_argument("--test", type=int, default=80, help="slides per test set")
     parser.add_argument("--tumour-strength", type=float, default=0.6)
     parser.add_argument("--pool-slides", type=int, default=6)
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args()
     if args.mode == "features":
         args.heads = args.heads or SWEEP_HEADS
-        args.epochs = args.epochs or 30
+        args.epochs = args.epochs or 20
         work = args.work or Path("benchmarks/results/mil_work")
         results = sweep(args, work)
     else:
