@@ -23,7 +23,7 @@ from cluster.report import PipelineReport, StageSummary
 from cluster.rundir import PIPELINE_DIR, RunDirectory
 from cluster.state import SlideStates
 from slideflow_core.cohort import Cohort
-from slideflow_core.ray_runtime import start_ray
+from slideflow_core.ray_runtime import ensure_ray, start_ray
 from slideflow_core.stages import CohortReport, SlideOutcome, Stage, create_stage, run_cohort
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ def run(
     states = SlideStates.from_json(
         rundir.read(f"{PIPELINE_DIR}/state.json"), cohort.slide_ids, names
     )
+    ensure_ray(address, num_cpus=num_cpus)  # joins a cluster only now, after the checks' imports
     totals = {name: StageSummary(name) for name in names}
     batch = config.batch_slides or (REMOTE_BATCH_SLIDES if rundir.remote else None)
 

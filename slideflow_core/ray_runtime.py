@@ -114,12 +114,16 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> Non
 
     The same arguments as :func:`ensure_ray`, which waits for this start to end
     (and raises its error, if it failed). A second call while a start is under
-    way, or once Ray is up, does nothing.
+    way, or once Ray is up, does nothing. Only a new local instance (5-8 s) is
+    started in the background: joining a running cluster (``address`` or
+    ``$RAY_ADDRESS``, as inside a Ray job) is left to :func:`ensure_ray`, in the
+    caller's thread, once the caller's imports are done (a Ray job's driver that
+    imported torch while ``ray.init`` ran beside it failed in torch's import).
     """
     global _starting, _start_error
     _import_ray()  # a missing Ray is said at once, in the caller's thread
     with _lock:
-        if _in_progress() or ray_initialized():
+        if _in_progress() or ray_initialized() or _target(address) is not None:
             return
 
         def run() -> None:

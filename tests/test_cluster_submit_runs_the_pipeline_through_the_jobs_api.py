@@ -238,7 +238,10 @@ def test_sfc_submit_runs_every_stage_and_a_cancelled_job_resubmitted_finishes_ea
     deadline = time.monotonic() + 300
     while not (tile_status.is_dir() and any(tile_status.glob("*.json"))):
         assert time.monotonic() < deadline, cluster.logs(first_id, address=ray_head)[-3000:]
-        assert not cluster.status(first_id, address=ray_head).finished, "the job ended early"
+        state = cluster.status(first_id, address=ray_head)
+        assert not state.finished, (
+            f"the job ended early: {cluster.logs(first_id, address=ray_head)[-3000:]}"
+        )
         time.sleep(0.2)
     cancelled = _sfc("cancel", first_id, "--address", ray_head)
     assert cancelled.returncode == 0 and "stopping" in cancelled.stdout, cancelled.stderr
