@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -62,6 +63,11 @@ def use_fast_codecs() -> str:
     wanted = os.environ.get("SFC_ZARR_PIPELINE", "auto")
     if wanted != "python" and importlib.util.find_spec("zarrs") is not None:
         zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+        # Arrays of our JPEG tile codec go through zarr-python's pipeline, as zarrs
+        # says on every open: expected, so not shown.
+        warnings.filterwarnings(
+            "ignore", "Array is unsupported by ZarrsCodecPipeline: codec slideflow_core"
+        )
         return "zarrs"
     return "python"
 

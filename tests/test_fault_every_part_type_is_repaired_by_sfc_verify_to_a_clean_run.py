@@ -159,8 +159,10 @@ def _assert_equal_to_clean(project: Path, clean: Path) -> None:
         )
         tables = [pd.read_parquet(_cell_table(store)) for store in (got, want)]
         pd.testing.assert_frame_equal(*tables)
-        np.testing.assert_array_equal(
-            read_attention(got, RUN).scores, read_attention(want, RUN).scores
+        # Equal to float32 rounding: the repair predicts in this process, the clean run
+        # on Ray tasks, and torch sums in another order with another thread count.
+        np.testing.assert_allclose(
+            read_attention(got, RUN).scores, read_attention(want, RUN).scores, rtol=1e-5
         )
         parts = read_store_attrs(got)["parts"]
         assert set(parts) == set(read_store_attrs(want)["parts"])

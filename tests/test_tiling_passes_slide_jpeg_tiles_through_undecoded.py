@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from slideflow_core.slides import open_slide
 from tiling import TilingConfig, open_cohort, open_store, tile_slide
 from tiling.pixels import CodecError
 from tiling.reader import TileReader
+
+SFC = str(Path(sys.executable).with_name("sfc"))  # the installed command, as a user runs it
 
 NATIVE = TilingConfig(mpp=0.499, tile_px=240, shard_tiles=16)
 
@@ -156,7 +159,7 @@ def test_sfc_tile_passes_through_by_default_and_stores_losslessly_on_request(cmu
     manifest.write_text(f"slide_id,path\ncmu,{cmu_svs}\n")
     for codec, expected in (("auto", "jpeg-passthrough"), ("zstd", "zstd")):
         out = tmp_path / codec
-        command = ["sfc", "tile", str(manifest), "--out", str(out), "--target-mpp", "0.499"]
+        command = [SFC, "tile", str(manifest), "--out", str(out), "--target-mpp", "0.499"]
         command += ["--tile-px", "240", "--codec", codec, "--executor", "local", "--no-progress"]
         subprocess.run(command, check=True, capture_output=True)
         assert open_store(out / "stores" / "cmu.zarr").info["codec"] == expected
