@@ -83,6 +83,16 @@ COMMANDS: dict[str, str] = {
     "sfc segment slide.svs --out cells.parquet": AS_WRITTEN,
     "sfc segment --list": AS_WRITTEN,
     "sfc export project --what cells --out exports/": AS_WRITTEN,
+    # ANNOTATED_FOLDER: the shipped nuclei tiles; two steps, not a real training.
+    "sfc cells train ANNOTATED_FOLDER --out nuclei.safetensors --hold-out": (
+        "sfc cells train nuclei --out nuclei.safetensors --hold-out --steps 2 --batch-size 2 "
+        "--crop-px 128 --no-progress"
+    ),
+    # nuclei.safetensors: two steps of training (prepared); one store, not the four.
+    "sfc segment project --segmenter learned --weights nuclei.safetensors --target-mpp 0.5": (
+        "sfc segment project/stores/S1.zarr --segmenter learned --weights nuclei.safetensors "
+        "--target-mpp 0.5"
+    ),
     # tumour-abmil.yaml is the README's run YAML, whose paths name the prepared project.
     "sfc mil train tumour-abmil.yaml": AS_WRITTEN,
     # The prepared project's trained run is ``abmil``; predict it again under a new name.
@@ -207,12 +217,15 @@ def prepared(tmp_path_factory, slides_dir, sfc_env) -> Path:
         shutil.copyfile(svs, root / "slides" / f"{slide_id}.svs")
     shutil.copyfile(svs, root / "slide.svs")
     shutil.copyfile(slides_dir / "boxes.tiff", root / "scan.tiff")  # no calibration
+    (root / "nuclei").symlink_to(slides_dir.parent / "nuclei")  # annotated nuclei tiles
     steps = [
         "sfc cohort from-folder slides/ --out manifest.csv",
         "sfc tile manifest.csv --out project --target-mpp 0.5 --tile-px 256 --no-progress",
         "sfc embed project --model handcrafted --no-progress",
         "sfc segment project --no-progress",
         "sfc mil train abmil.yaml",
+        "sfc cells train nuclei --out nuclei.safetensors --steps 2 --batch-size 2 --crop-px 128 "
+        "--no-progress",
     ]
     for step in steps:
         if step.startswith("sfc tile"):  # the user adds the labels to the manifest
