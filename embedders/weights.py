@@ -149,6 +149,49 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_tagged_safetensors(
+    path: Path,
+    fmt: str,
+    error: type[SlideflowError],
+    *,
+    what: str,
+    missing_hint: str,
+    format_hint: str,
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors of a safetensors file whose ``format`` metadata is ``fmt``.
+
+    Parameters
+    ----------
+    path
+        The file.
+    fmt
+        The ``format`` value the writer put in the file's metadata.
+    error
+        The error raised, with ``what`` (e.g. ``"dense-head"``) in its message.
+    missing_hint, format_hint
+        The fixes said when the file is missing, or is not a ``fmt`` file.
+
+    Raises
+    ------
+    SlideflowError
+        ``error``: the file is missing, is not safetensors, or has another format.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise error(f"{what} weights not found: {path}", hint=missing_hint)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = dict(handle.metadata() or {})
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise error(f"{path} is not a safetensors file ({exc})") from exc
+    if raw.get("format") != fmt:
+        raise error(f"{path} is not a {what} file (format {raw.get('format')!r})", hint=format_hint)
+    return raw, state
+
+
 def read_state_dict(path: Path) -> StateDict:
     """Tensors of a checkpoint file, never unpickling arbitrary objects."""
     if path.suffix == ".safetensors":

@@ -9,7 +9,6 @@ even a random-init backbone is reproduced exactly).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.nn import functional
 
 from embedders.dense.base import Segmenter, TileSegmentation
@@ -26,6 +24,7 @@ from embedders.dense.decoder import DenseDecoder, DenseHeadModel
 from embedders.dense.hovernet_post import hovernet_instances, instance_types
 from embedders.dense.registry import register_segmenter
 from embedders.dense.windows import window_maps
+from embedders.weights import read_tagged_safetensors, sha256_file
 from slideflow_core.errors import SlideflowError
 
 FORMAT = "slideflow-core dense head"
@@ -223,35 +222,19 @@ class DenseHeadSegmenter(Segmenter):
         tmp = path.with_name(path.name + ".partial")
         save_file(state, str(tmp), metadata=metadata)
         os.replace(tmp, path)
-        self.weights_sha256 = _sha256(path)
+        self.weights_sha256 = sha256_file(path)
         return self.weights_sha256
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    if not path.is_file():
-        raise DenseHeadError(
-            f"dense-head weights not found: {path}",
-            hint="train one with embedders.dense.train_dense_head(..., out=PATH)",
-        )
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = dict(handle.metadata() or {})
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise DenseHeadError(f"{path} is not a safetensors file ({exc})") from exc
-    if raw.get("format") != FORMAT:
-        raise DenseHeadError(
-            f"{path} is not a dense-head file (format {raw.get('format')!r})",
-            hint="pass weights written by DenseHeadSegmenter.save or train_dense_head",
-        )
+    raw, state = read_tagged_safetensors(
+        path,
+        FORMAT,
+        DenseHeadError,
+        what="dense-head",
+        missing_hint="train one with embedders.dense.train_dense_head(..., out=PATH)",
+        format_hint="pass weights written by DenseHeadSegmenter.save or train_dense_head",
+    )
     meta = {
         "backbone": raw["backbone"],
         "backbone_weights": raw["backbone_weights"],
@@ -259,7 +242,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         "mpp": raw["mpp"],
         "width": raw["width"],
         "freeze_backbone": json.loads(raw["freeze_backbone"]),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
     }
     return meta, state
 

@@ -9,7 +9,6 @@ licences, steps, time, validation scores). The same card is written beside it as
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.nn import functional
 
 from embedders.dense.base import Segmenter, TileSegmentation, segment_resampled
@@ -27,6 +25,7 @@ from embedders.dense.hovernet_post import distance_instances, hovernet_instances
 from embedders.dense.registry import register_segmenter
 from embedders.dense.unet import NucleusUNet
 from embedders.dense.windows import window_maps
+from embedders.weights import read_tagged_safetensors, sha256_file
 from slideflow_core.errors import SlideflowError
 
 FORMAT = "slideflow-core nucleus unet"
@@ -37,14 +36,6 @@ _MARGIN_PX = 32
 
 class NucleusWeightsError(SlideflowError):
     """Learned-segmenter weights are missing, corrupt or of another format."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def card_path(weights: str | os.PathLike[str]) -> Path:
@@ -61,24 +52,15 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str
     NucleusWeightsError
         If the file is missing, not safetensors, or not written by :meth:`LearnedSegmenter.save`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise NucleusWeightsError(
-            f"learned-segmenter weights not found: {path}",
-            hint="train them with: sfc cells train ANNOTATED_FOLDER --out WEIGHTS",
-        )
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = dict(handle.metadata() or {})
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise NucleusWeightsError(f"{path} is not a safetensors file ({exc})") from exc
-    if raw.get("format") != FORMAT:
-        raise NucleusWeightsError(
-            f"{path} is not a learned-segmenter file (format {raw.get('format')!r})",
-            hint="pass weights written by sfc cells train (hovernet-head weights load with "
-            "--segmenter hovernet-head)",
-        )
+    raw, state = read_tagged_safetensors(
+        Path(path),
+        FORMAT,
+        NucleusWeightsError,
+        what="learned-segmenter",
+        missing_hint="train them with: sfc cells train ANNOTATED_FOLDER --out WEIGHTS",
+        format_hint="pass weights written by sfc cells train (hovernet-head weights load "
+        "with --segmenter hovernet-head)",
+    )
     return json.loads(raw["card"]), state
 
 
@@ -147,7 +129,7 @@ class LearnedSegmenter(Segmenter):
             model = self.card["model"]
             classes, network_mpp = tuple(model["classes"]), float(model["mpp"])
             width, depth = int(model["width"]), int(model["depth"])
-            self.weights_sha256 = _sha256(Path(weights))
+            self.weights_sha256 = sha256_file(Path(weights))
         else:
             network_mpp = 0.25 if mpp is None else float(mpp)
         self._classes, self.network_mpp = tuple(classes), network_mpp
@@ -254,7 +236,7 @@ class LearnedSegmenter(Segmenter):
         save_file(state, str(tmp), metadata={"format": FORMAT, "card": json.dumps(full)})
         os.replace(tmp, path)
         self.card = full
-        self.weights_sha256 = _sha256(path)
+        self.weights_sha256 = sha256_file(path)
         card_path(path).write_text(
             json.dumps({**full, "weights_sha256": self.weights_sha256}, indent=1) + "\n"
         )
