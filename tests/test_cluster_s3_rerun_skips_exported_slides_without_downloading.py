@@ -9,7 +9,6 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 from cluster_fixtures import private_ray
-from s3_fixtures import s3  # noqa: F401 (fixture)
 
 import cluster
 from tiling import TilingConfig
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.integration
 TILING = TilingConfig(mpp=2.0, tile_px=128, shard_tiles=64, band_tiles=256)
 
 
-def test_a_rerun_skips_exported_slides_on_s3_without_downloading(s3, cmu_svs, tmp_path):  # noqa: F811
+def test_a_rerun_skips_exported_slides_on_s3_without_downloading(s3, cmu_svs, tmp_path):
     s3.mkdir("slides-export")
     s3.mkdir("results-export")
     s3.put_file(str(cmu_svs), "slides-export/CMU.svs")

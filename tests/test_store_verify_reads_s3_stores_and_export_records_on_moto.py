@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from overlay_stores import make_store
-from s3_fixtures import s3  # noqa: F401 (fixture)
 
 from slideflow_core.geojson.stage import ExportConfig, ExportStage
 from slideflow_core.repair import verify_project
@@ -25,7 +24,7 @@ SCORES = "attention/r1/scores/c/0"
 
 
 @pytest.fixture
-def uploaded(s3, tmp_path):  # noqa: F811 (the fixture)
+def uploaded(s3, tmp_path):
     """A project with one store and its export, uploaded to S3 (a bucket of its own, as
     moto keeps buckets between servers); the local copy deleted.
 
