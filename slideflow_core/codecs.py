@@ -151,9 +151,13 @@ def decode_reduced(data: bytes, scale: int) -> np.ndarray:
     flags |= {4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
     if scale not in flags:
         raise ValueError(f"scale must be one of {REDUCED_SCALES}, got {scale}")
-    # Reduced colour flags include the BGR bit; swap it for RGB output.
-    rgb_flags = (flags[scale] & ~cv2.IMREAD_COLOR_BGR) | cv2.IMREAD_COLOR_RGB
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), rgb_flags)
+    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11; BGR before it
+    if rgb is not None:  # reduced colour flags include the BGR bit: swap it for RGB
+        flag = (flags[scale] & ~cv2.IMREAD_COLOR_BGR) | rgb
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    else:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags[scale])
+        image = None if image is None else np.ascontiguousarray(image[..., ::-1])
     if image is None:
         raise ValueError("JPEG stream could not be decoded")
     return image
