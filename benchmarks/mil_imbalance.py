@@ -49,19 +49,21 @@ from mil.splits import KFold
 
 BASELINES = (
     Method(name="ABMIL + class weights", head="abmil", balance="weights"),
-    Method(name="ABMIL + balanced sampling", head="abmil", balance="sampler"),
+    Method(name="ABMIL + balanced sampling", head="abmil", balance="batches"),
     Method(name="CLAM-SB", head="clam_sb"),
     Method(name="TransMIL", head="transmil", head_kwargs={"hidden_dim": 128, "landmarks": 64}),
     Method(name="DSMIL", head="dsmil"),
 )
 
 
-def methods(scmil_modes: list[str]) -> list[Method]:
-    """The baselines and SC-MIL in each mode asked for."""
-    return [
-        *BASELINES,
-        *(Method(name=f"SC-MIL ({m})", head="scmil", head_kwargs={"mode": m}) for m in scmil_modes),
+def methods(scmil_modes: list[str], skip: set[str]) -> list[Method]:
+    """The baselines and SC-MIL in each mode asked for (class-balanced batches:
+    its contrastive loss needs partners of both classes in every batch), less ``skip``."""
+    scmil = [
+        Method(name=f"SC-MIL ({m})", head="scmil", head_kwargs={"mode": m}, balance="batches")
+        for m in scmil_modes
     ]
+    return [m for m in (*BASELINES, *scmil) if m.name not in skip]
 
 
 def minority_subset(labels: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -84,7 +86,7 @@ def simulated_runs(args: argparse.Namespace, setting: float, seed: int) -> list[
     table = as_table(train)
     test_tables = {k: (as_table(v), None) for k, v in tests.items()}
     rows = []
-    for method in methods(args.scmil_modes):
+    for method in methods(args.scmil_modes, args.skip):
         start = time.perf_counter()
         scores = fit_and_score(method, table, test_tables, epochs=args.epochs, seed=seed)
         rows.append({"method": method.name, "scores": scores, "s": time.perf_counter() - start})
@@ -98,7 +100,7 @@ def classical_runs(table: BagTable, args: argparse.Namespace, setting: float, se
     index = {bag: i for i, bag in enumerate(table.ids)}
     rng = np.random.default_rng(seed)
     rows = []
-    for method in methods(args.scmil_modes):
+    for method in methods(args.scmil_modes, args.skip):
         start = time.perf_counter()
         folds = []
         for f, fold in enumerate(splits.folds):
@@ -145,6 +147,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--minority", default="0.5,0.2,0.1,0.05")
     parser.add_argument("--scmil-modes", default="progressive", help="comma-separated")
+    parser.add_argument("--skip", default="", help="comma-separated method names to leave out")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--train", type=int, default=120, help="training slides (simulated)")
     parser.add_argument("--test", type=int, default=80, help="slides per test set (simulated)")
@@ -154,6 +157,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args()
     args.scmil_modes = args.scmil_modes.split(",")
+    args.skip = {name.strip() for name in args.skip.split(",") if name.strip()}
     torch.set_num_threads(1)  # small models: threads only add synchronisation
     settings = [float(v) for v in args.minority.split(",")]
     runs: list[dict] = []

@@ -39,7 +39,7 @@ from PIL import Image, ImageFilter
 
 import embedders
 from mil.data import BagTable
-from mil.metrics import auroc
+from mil.metrics import auroc, balanced_accuracy, balanced_threshold, macro_f1
 from mil.models import create_head
 from mil.tasks import create_task
 from mil.train import MILModel, TrainConfig, fit, predict_bags
@@ -253,7 +253,12 @@ def fit_and_score(
 ) -> dict[str, dict[str, float]]:
     """Train ``method`` on ``train``; per test set: AUROC, balanced accuracy, macro-F1
     and, with instance truth, attention localisation (mean per-positive-bag AUROC of
-    the scores against the truth, and how often the top-scored instance is a lesion)."""
+    the scores against the truth, and how often the top-scored instance is a lesion).
+
+    Balanced accuracy and macro-F1 call a bag positive at the operating point
+    chosen on the training bags' own scores (:func:`mil.metrics.balanced_threshold`):
+    a model trained on imbalanced bags does not put its boundary at 0.5. The
+    same metrics at 0.5 (the argmax) are kept as ``*_at_half``."""
     task = create_task("classification", [0, 1])
     torch.manual_seed(seed)
     head = create_head(method.head, in_dim=train.dim, n_out=2, **method.head_kwargs)
@@ -263,12 +268,22 @@ def fit_and_score(
         balance=method.balance, seed=seed,
     )  # fmt: skip
     fit(model, task, train, None, config)
+    train_scores = predict_bags(model, task, train)[0][:, 1]
+    threshold = balanced_threshold(np.asarray(train.labels), train_scores)
     scores: dict[str, dict[str, float]] = {}
     for name, (table, lesion) in tests.items():
         predictions, _, instance = predict_bags(model, task, table)
         y = np.asarray(table.labels)
         metrics = task.metrics(y, predictions)
-        row = {k: float(metrics[k]) for k in ("auroc", "balanced_accuracy", "macro_f1")}
+        called = (predictions[:, 1] >= threshold).astype(int)
+        row = {
+            "auroc": float(metrics["auroc"]),
+            "balanced_accuracy": balanced_accuracy(y, called, 2),
+            "macro_f1": macro_f1(y, called, 2),
+            "balanced_accuracy_at_half": float(metrics["balanced_accuracy"]),
+            "macro_f1_at_half": float(metrics["macro_f1"]),
+            "threshold": threshold,
+        }
         if lesion is not None:
             columns = [s if s.ndim == 1 else s[:, -1] for s in instance]
             per_bag = [

@@ -2,7 +2,8 @@
 
 Classification: AUROC (binary, one-vs-rest per class and macro), AUPRC
 (average precision), balanced accuracy, F1, confusion matrix and expected
-calibration error. Survival: Harrell's C-index. Regression: MAE, RMSE, R².
+calibration error, and the balanced-accuracy operating point
+(:func:`balanced_threshold`). Survival: Harrell's C-index. Regression: MAE, RMSE, R².
 :func:`bootstrap_ci` gives percentile confidence intervals for any of them.
 Undefined values (one class only, no comparable pair) are ``nan``.
 """
@@ -72,6 +73,30 @@ def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
     precision = tps / (last + 1)
     recall = tps / y.sum()
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def balanced_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
+    """The score threshold with the best balanced accuracy (Youden's J) on labelled scores.
+
+    A bag is called positive when its score is ``>=`` the threshold, taken
+    halfway between adjacent distinct scores (ties: the lowest such threshold).
+    Used to pick an operating point on training or validation bags for a
+    model whose scores are not calibrated to 0.5 (imbalanced training).
+
+    Returns
+    -------
+    float
+        The threshold; ``0.5`` when ``y_true`` holds one class only.
+    """
+    y = np.asarray(y_true).astype(bool)
+    score = np.asarray(score, dtype=np.float64)
+    if y.all() or not y.any():
+        return 0.5
+    fpr, tpr = roc_curve(y, score)
+    distinct = np.unique(score)[::-1]  # the cut after the i-th highest distinct score
+    cuts = np.r_[np.inf, (distinct[:-1] + distinct[1:]) / 2, -np.inf]
+    best = int(np.argmax(tpr - fpr))
+    return float(np.clip(cuts[best], distinct[-1] - 1, distinct[0] + 1))
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from mil.tasks import Classification, Task
 from slideflow_core.parallel import ordered_map
 
 SCHEDULES = ("cosine", "plateau", "constant")
-BALANCING = ("none", "weights", "sampler")
+BALANCING = ("none", "weights", "sampler", "batches")
 LOWER_IS_BETTER = {"loss", "mae", "rmse", "ece"}
 
 
@@ -58,7 +58,10 @@ class TrainConfig:
         default: the validation loss.
     balance
         ``"weights"``: class-weighted loss; ``"sampler"``: draw bags with
-        probability inverse to their class frequency; ``"none"``.
+        probability inverse to their class frequency; ``"batches"``: class-balanced
+        batches (every batch holds ``batch_size // classes`` bags of each class,
+        the rarer classes cycled through again as often as needed; what a
+        contrastive loss needs: partners of every class in each batch); ``"none"``.
     max_instances
         Train on at most this many randomly chosen instances per bag (huge bags).
     instance_dropout
@@ -287,6 +290,8 @@ def _epoch_batches(
     then shuffled.
     """
     n = len(targets)
+    if config.balance == "batches" and isinstance(task, Classification):
+        return _balanced_batches(targets, task.n_out, config.batch_size, rng)
     if config.balance == "sampler" and isinstance(task, Classification):
         counts = np.bincount(targets, minlength=task.n_out).astype(np.float64)
         p = 1.0 / counts[targets]
@@ -302,6 +307,27 @@ def _epoch_batches(
         ])  # fmt: skip
     batches = [order[i : i + size].tolist() for i in range(0, n, size)]
     return [batches[i] for i in rng.permutation(len(batches))] if size > 1 else batches
+
+
+def _balanced_batches(
+    targets: np.ndarray, n_classes: int, batch_size: int, rng: np.random.Generator
+) -> list[list[int]]:
+    """An epoch of ``ceil(n / batch_size)`` batches, each with an equal share of every class.
+
+    Each present class contributes ``max(1, batch_size // classes)`` bags per
+    batch, taken in turn from its own reshuffled cycle: the majority's bags are
+    each seen about once per epoch, a minority's bags several times.
+    """
+    present = [np.flatnonzero(targets == c) for c in range(n_classes)]
+    present = [members for members in present if len(members)]
+    per_class = max(1, batch_size // len(present))
+    n_batches = math.ceil(len(targets) / batch_size)
+    draws = []
+    for members in present:
+        cycles = math.ceil(n_batches * per_class / len(members))
+        stream = np.concatenate([rng.permutation(members) for _ in range(cycles)])
+        draws.append(stream[: n_batches * per_class].reshape(n_batches, per_class))
+    return np.concatenate(draws, axis=1).tolist()
 
 
 def _monitor(task: Task, config: TrainConfig) -> tuple[str, bool]:

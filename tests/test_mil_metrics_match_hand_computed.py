@@ -9,6 +9,7 @@ from mil.metrics import (
     auroc,
     average_precision,
     balanced_accuracy,
+    balanced_threshold,
     bootstrap_ci,
     classification_metrics,
     concordance_index,
@@ -98,3 +99,15 @@ def test_agrees_with_sklearn_when_installed():
     score = np.round(y * 0.5 + rng.normal(0, 1, 300), 1)  # rounding makes ties
     assert auroc(y, score) == pytest.approx(metrics.roc_auc_score(y, score))
     assert average_precision(y, score) == pytest.approx(metrics.average_precision_score(y, score))
+
+
+def test_balanced_threshold_is_the_best_youden_cut_halfway_between_scores():
+    # 1 positive among 4, all scores under 0.5: the cut lands between the positive and the rest
+    assert balanced_threshold([0, 0, 0, 1], [0.01, 0.02, 0.03, 0.04]) == pytest.approx(0.035)
+    # best J: call {0.9, 0.7} positive (tpr 1, fpr 0.5) or {0.9} (tpr .5, fpr 0): tie → higher cut
+    assert balanced_threshold([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(0.85)
+    y, score = [0, 1, 1, 0, 1, 0, 0], [0.2, 0.6, 0.55, 0.5, 0.7, 0.1, 0.52]
+    cut = balanced_threshold(y, score)
+    called = (np.asarray(score) >= cut).astype(int)
+    assert balanced_accuracy(np.asarray(y), called, 2) == 1.0
+    assert balanced_threshold([1, 1], [0.2, 0.3]) == 0.5  # one class: no operating point
