@@ -286,6 +286,20 @@ class TileReader:
         threads = self.threads if self.threads > 1 else 0
         yield from ordered_map(job, blocks, threads=threads, name="tile-reader")
 
+    def region(self, location: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """Pixels of this reader's level like ``Slide.read_region(location, level, size)``.
+
+        Read by the resolved method: decoded directly (full scale) when it is
+        ``"native"``, else by the slide's backend. A :data:`~slideflow_core.slides.slide.RegionRead`
+        for :meth:`Slide.thumbnail <slideflow_core.slides.Slide.thumbnail>`.
+        """
+        if self._decoder is None or self.dct_scale != 1:
+            return self.slide.read_region(location, self.level, size)
+        left, top = _level_px(
+            np.array([location], np.int64), self.slide.level_downsamples[self.level]
+        )[0]
+        return self._decoder.read(int(left), int(top), int(size[0]), int(size[1]))
+
     def _finish(self, region: np.ndarray) -> np.ndarray:
         if self.read_px == self.tile_px:
             return region
@@ -320,6 +334,26 @@ class TileReader:
             else:
                 out[i] = resize(self._decoder.read(lx, ly, size, size), (self.tile_px,) * 2)
         return out
+
+
+def read_thumbnail(slide: Slide, max_px: int, *, method: str = "auto") -> np.ndarray:
+    """``slide.thumbnail(max_px)``, its blocks read by a :class:`TileReader` with ``method``.
+
+    ``"auto"`` decodes a JPEG-tiled TIFF level directly: the same pixels (checked
+    on a sample, see the module doc), without the backend's RGBA round trip.
+    """
+    readers: dict[int, TileReader] = {}
+
+    def read(location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        if level not in readers:
+            readers[level] = TileReader(slide, level=level, read_px=1, tile_px=1, method=method)
+        return readers[level].region(location, size)
+
+    try:
+        return slide.thumbnail(max_px, read=read)
+    finally:
+        for reader in readers.values():
+            reader.close()
 
 
 def _level_px(coords: np.ndarray, downsample: float) -> np.ndarray:

@@ -24,6 +24,7 @@ from shapely.geometry import GeometryCollection, MultiPolygon, Polygon
 from slideflow_core.registry import Registry
 from slideflow_core.slides import Slide
 from tiling.qc import pen_mask
+from tiling.reader import read_thumbnail
 
 ScoreFunction = Callable[..., np.ndarray]
 
@@ -72,9 +73,10 @@ class TissueMask:
     @cached_property
     def _integral(self) -> np.ndarray:
         """Summed-area table: ``[j, i]`` is the tissue count of ``mask[:j, :i]``."""
-        dtype = np.int32 if self.mask.size < 2**31 else np.int64
-        table = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), dtype=dtype)
-        np.cumsum(np.cumsum(self.mask, axis=0, dtype=dtype), axis=1, out=table[1:, 1:])
+        if self.mask.size < 2**31:  # OpenCV's is 40x faster than two NumPy cumsums
+            return cv2.integral(np.ascontiguousarray(self.mask, np.uint8), sdepth=cv2.CV_32S)
+        table = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), dtype=np.int64)
+        np.cumsum(np.cumsum(self.mask, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
         return table
 
     def _tissue_before(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -221,7 +223,7 @@ def detect_tissue(
     if max_mask_px < _MIN_MASK_PX:
         raise ValueError(f"max_mask_px must be at least {_MIN_MASK_PX}, got {max_mask_px}")
 
-    overview = slide.thumbnail(_overview_px(slide, mask_mpp, max_mask_px))
+    overview = read_thumbnail(slide, _overview_px(slide, mask_mpp, max_mask_px))
     height, width = overview.shape[:2]
     downsample = (slide.dimensions[0] / width, slide.dimensions[1] / height)
     # Uncalibrated: a mask pixel counts as mask_mpp µm (see Notes).
@@ -352,18 +354,18 @@ def _filter_areas(mask: np.ndarray, min_tissue_px: float, min_hole_px: float) ->
     Tissue is 8-connected and background 4-connected, the pairing under which every hole
     is enclosed by one piece of tissue (the same convention as ``cv2.findContours``).
     """
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_tissue_px
+    # Areas by bincount: OpenCV's per-component statistics cost 4-8x the labelling itself.
+    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+    keep = np.bincount(labels.ravel(), minlength=count) >= min_tissue_px
     keep[0] = False  # label 0 is the background
     tissue = keep[labels]
 
-    height, width = mask.shape
-    _, labels, stats, _ = cv2.connectedComponentsWithStats((~tissue).view(np.uint8), connectivity=4)
-    x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-    w, h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    count, labels = cv2.connectedComponents((~tissue).view(np.uint8), connectivity=4)
     # Background reaching the edge of the overview is outside the tissue, not a hole.
-    enclosed = (x > 0) & (y > 0) & (x + w < width) & (y + h < height)
-    fill = enclosed & (stats[:, cv2.CC_STAT_AREA] < min_hole_px)
+    enclosed = np.ones(count, bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        enclosed[edge] = False
+    fill = enclosed & (np.bincount(labels.ravel(), minlength=count) < min_hole_px)
     fill[0] = False  # label 0 is the tissue itself
     return tissue | fill[labels]
 

@@ -12,7 +12,7 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,9 @@ from slideflow_core.slides.resolution import (
     magnification_from_mpp,
     resolution_from_properties,
 )
+
+#: ``read(location, level, size)``: a region of a level like :meth:`Slide.read_region`.
+RegionRead = Callable[[tuple[int, int], int, tuple[int, int]], np.ndarray]
 
 _PROBE_PX = 64
 # Source block side used to build thumbnails of slides with no coarse level.
@@ -405,8 +408,18 @@ class Slide:
             )
         return self._handle.associated_image(name)
 
-    def thumbnail(self, max_px: int = 1024) -> np.ndarray:
-        """An overview whose longer side is at most ``max_px``, built in bounded memory."""
+    def thumbnail(self, max_px: int = 1024, *, read: RegionRead | None = None) -> np.ndarray:
+        """An overview whose longer side is at most ``max_px``, built in bounded memory.
+
+        Parameters
+        ----------
+        max_px
+            Longest side of the overview.
+        read
+            Reads the blocks instead of :meth:`read_region` (same arguments, same
+            pixels), e.g. a direct decoder of the level's JPEG tiles.
+        """
+        read = read or self.read_region
         width, height = self.dimensions
         scale = min(1.0, max_px / max(width, height))
         out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
@@ -428,7 +441,7 @@ class Slide:
                 if ox1 <= ox0 or oy1 <= oy0:
                     continue
                 location = (int(bx * downsample), int(by * downsample))
-                block = self.read_region(location, level, (bw, bh))
+                block = read(location, level, (bw, bh))
                 out[oy0:oy1, ox0:ox1] = resize(block, (ox1 - ox0, oy1 - oy0))
         return out
 
