@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from slideflow_core.cli import add_command, add_ray_options, existing_folder
+from slideflow_core.cli import (
+    add_command,
+    add_executor_option,
+    add_ray_options,
+    executor_arg,
+    existing_folder,
+)
 
 
 def register_embed(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +61,7 @@ def register_embed(subparsers: argparse._SubParsersAction) -> None:
         default="trident",
         help="layout of --export-h5; pair with `sfc tiles export-h5 --layout` to the same DIR",
     )
+    add_executor_option(parser)
     add_ray_options(parser)
     parser.set_defaults(func=_run_embed)
 
@@ -81,6 +88,7 @@ def _run_embed(args: argparse.Namespace) -> int:
         config,
         cohort=args.manifest,
         overwrite=args.overwrite,
+        executor=executor_arg(args),
         address=args.address,
         num_cpus=args.num_cpus,
         progress=not args.no_progress,

@@ -65,6 +65,8 @@ class EmbedStage(StageDefaults):
     name: ClassVar[str] = "embed"
     executor: ClassVar[str] = "actors"
     order: ClassVar[int] = 20
+    #: A few slides that one CPU actor would embed are embedded here, without Ray.
+    local_slides: ClassVar[int] = 4
     Config = EmbedConfig
 
     def __init__(self, config: EmbedConfig, *, record_request: bool = True) -> None:

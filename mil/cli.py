@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from slideflow_core.cli import add_command, add_ray_options
+from slideflow_core.cli import add_command, add_executor_option, add_ray_options, executor_arg
 
 
 def register_mil(subparsers: argparse._SubParsersAction) -> None:
@@ -58,6 +58,7 @@ def register_mil(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--fold", help="one fold's model, by name or index (default: all)")
     predict.add_argument("--name", help="attention part and table name (default: the run's)")
     predict.add_argument("--overwrite", action="store_true", help="predict every slide again")
+    add_executor_option(predict)
     add_ray_options(predict)
     predict.set_defaults(func=_predict)
 
@@ -92,6 +93,7 @@ def _predict(args: argparse.Namespace) -> int:
         name=args.name,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        executor=executor_arg(args),
         address=args.address,
         num_cpus=args.num_cpus,
     )

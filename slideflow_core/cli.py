@@ -96,6 +96,25 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def add_executor_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--executor auto|tasks|actors|local`` (read it back with :func:`executor_arg`)."""
+    from slideflow_core.stages.protocol import EXECUTORS
+
+    parser.add_argument(
+        "--executor",
+        choices=("auto", *EXECUTORS),
+        default="auto",
+        help="where the slides run: tasks (Ray tasks), actors (Ray actors), local (this "
+        "process, no Ray); auto (default): the stage's own, except a small cohort with no "
+        "Ray to join, which runs here rather than wait for Ray to start",
+    )
+
+
+def executor_arg(args: argparse.Namespace) -> str | None:
+    """The ``--executor`` asked for, or ``None`` for ``auto`` (the runner chooses)."""
+    return None if args.executor == "auto" else args.executor
+
+
 def existing_file(path: str | os.PathLike[str], what: str, *, hint: str | None = None) -> Path:
     """``path`` if it is a file; else a :class:`CommandError` naming ``what`` it should be."""
     found = Path(path).expanduser()

@@ -10,7 +10,9 @@ from slideflow_core.cli import (
     MANIFEST_HINT,
     DeprecatedAlias,
     add_command,
+    add_executor_option,
     add_ray_options,
+    executor_arg,
     existing_file,
     existing_folder,
 )
@@ -89,12 +91,7 @@ def register_tile(subparsers: argparse._SubParsersAction) -> None:
         help="QC looks at tiles reduced this many times (1: full resolution)",
     )
     parser.add_argument("--overwrite", action="store_true", help="re-tile incompatible stores")
-    parser.add_argument(
-        "--executor",
-        choices=["tasks", "local"],
-        default="tasks",
-        help="tasks: Ray tasks, bands of big slides in parallel; local: this process, no Ray",
-    )
+    add_executor_option(parser)
     add_ray_options(parser)
     parser.set_defaults(func=_run_tile)
 
@@ -129,7 +126,7 @@ def _run_tile(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         overwrite=args.overwrite,
         progress=not args.no_progress,
-        executor=args.executor,
+        executor=executor_arg(args),
     )
     print(report)
     print(f"stores: {Path(args.out).resolve() / 'stores'}")

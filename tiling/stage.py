@@ -43,6 +43,10 @@ class TileStage(StageDefaults):
     executor: ClassVar[str] = "tasks"
     order: ClassVar[int] = 10
     needs_slide_files: ClassVar[bool] = True
+    #: Bands write disjoint shards; file reads, JPEG and Zarr I/O release the GIL.
+    concurrent_units: ClassVar[bool] = True
+    #: One slide tiles here, its bands on one thread per core, without waiting for Ray.
+    local_slides: ClassVar[int] = 1
     Config = TilingConfig
 
     def __init__(self, config: TilingConfig | None = None) -> None:

@@ -7,7 +7,13 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from slideflow_core.cli import DeprecatedAlias, add_command, add_ray_options
+from slideflow_core.cli import (
+    DeprecatedAlias,
+    add_command,
+    add_executor_option,
+    add_ray_options,
+    executor_arg,
+)
 
 
 class _SegmenterNames:
@@ -73,6 +79,7 @@ def register_segment(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--all-tiles", action="store_true", help="segment outside tissue too")
     parser.add_argument("--overwrite", action="store_true", help="redo complete tables")
+    add_executor_option(parser)
     add_ray_options(parser)
     parser.add_argument("--list", action="store_true", help="list segmenters and exit")
     parser.set_defaults(func=_run_segment)
@@ -117,6 +124,7 @@ def _run_segment(args: argparse.Namespace) -> int:
             target,
             config,
             overwrite=args.overwrite,
+            executor=executor_arg(args),
             address=args.address,
             num_cpus=args.num_cpus,
             progress=not args.no_progress,

@@ -15,13 +15,11 @@ from slideflow_core.cli import (
     CommandError,
     DeprecatedAlias,
     add_command,
+    add_executor_option,
     add_ray_options,
+    executor_arg,
 )
 from slideflow_core.geojson.export import LAYERS, is_geojson_name
-
-#: Up to this many slides a project is exported in this process unless --address is
-#: given: starting Ray (about 5 s) costs more than exporting them here (0.1-1 s each).
-LOCAL_SLIDES = 16
 
 
 def register_export(subparsers: argparse._SubParsersAction) -> None:
@@ -87,13 +85,7 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="project: redo slides whose files are current"
     )
-    parser.add_argument(
-        "--executor",
-        choices=["auto", "tasks", "local"],
-        default="auto",
-        help=f"project: Ray tasks, or this process; auto: this process for up to "
-        f"{LOCAL_SLIDES} slides without --address",
-    )
+    add_executor_option(parser)
     add_ray_options(parser)
     parser.set_defaults(func=_run_export)
 
@@ -172,16 +164,12 @@ def _export_project(args: argparse.Namespace, stores: list[Path], run: str | Non
     )
     stage = ExportStage(config)
     project = stores[0].parent.parent
-    executor = args.executor
-    if executor == "auto":
-        small = len(stores) <= LOCAL_SLIDES and args.address is None
-        executor = "local" if small else stage.executor
     report = run_cohort(
         stage,
         project,
         [store.name.removesuffix(".zarr") for store in stores],
         overwrite=args.overwrite,
-        executor=executor,
+        executor=executor_arg(args),
         address=args.address,
         num_cpus=args.num_cpus,
         progress=not args.no_progress,

@@ -219,6 +219,8 @@ class ExportStage(StageDefaults):
     name: ClassVar[str] = "export"
     executor: ClassVar[str] = "tasks"
     order: ClassVar[int] = 50
+    #: Starting Ray (about 5 s) costs more than exporting a small project here (0.1-1 s each).
+    local_slides: ClassVar[int] = 16
     Config = ExportConfig
 
     def __init__(self, config: ExportConfig | None = None) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slideflow_core.errors import SlideflowError
@@ -78,17 +80,32 @@ def run_slide(
 def _run_plan(
     stage: Stage, planned: Plan, resource: Any, progress: Callable[[int], None] | None
 ) -> SlideOutcome:
-    """Run a planned slide's units one after another, then commit it."""
-    done, results = 0, []
-    for unit in planned.units:
+    """Run a planned slide's units, then commit it.
 
-        def report(n: int, base: int = done) -> None:
-            if progress is not None:
-                progress(base + n)
+    Units run one after another, or on one thread per core when the stage's
+    units may run at once (``concurrent_units``); progress is the sum over units.
+    """
+    units = planned.units
+    lock = threading.Lock()
+    shown = [0] * len(units)
 
-        results.append(stage.run(planned, unit, resource, report))
-        done += unit.n_tiles
-        report(0, done)
+    def run(index: int) -> Any:
+        def report(n: int) -> None:
+            with lock:  # one report at a time: the totals reach the bar in order
+                shown[index] = n
+                if progress is not None:
+                    progress(sum(shown))
+
+        result = stage.run(planned, units[index], resource, report)
+        report(units[index].n_tiles)
+        return result
+
+    workers = min(len(units), os.cpu_count() or 1) if stage.concurrent_units else 1
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"{stage.name}-unit") as pool:
+            results = list(pool.map(run, range(len(units))))
+    else:
+        results = [run(index) for index in range(len(units))]
     return stage.commit(planned, results, resource)
 
 

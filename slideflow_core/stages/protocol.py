@@ -133,8 +133,13 @@ class Stage(Protocol):
     Class attributes: ``name`` (the registered name, also ``status/<name>/``),
     ``executor`` (``"tasks"``: Ray tasks, one per unit; ``"actors"``: long-lived
     actors each holding what :meth:`setup` built, one slide at a time;
-    ``"local"``: this process), ``order`` (where it runs in a pipeline) and
-    ``needs_slide_files`` (whether ``plan`` reads the slide file itself).
+    ``"local"``: this process), ``order`` (where it runs in a pipeline),
+    ``needs_slide_files`` (whether ``plan`` reads the slide file itself),
+    ``concurrent_units`` (whether one slide's units may run at once on threads of
+    one process: they write disjoint parts and their work releases the GIL) and
+    ``local_slides`` (up to how many slides with work run in this process rather
+    than wait for a new local Ray instance; 0: never; see
+    :func:`~slideflow_core.stages.runner.choose_executor`).
     Instances hold their frozen ``config``.
     """
 
@@ -142,6 +147,8 @@ class Stage(Protocol):
     executor: ClassVar[str]
     order: ClassVar[int]
     needs_slide_files: ClassVar[bool]
+    concurrent_units: ClassVar[bool]
+    local_slides: ClassVar[int]
     config: Any
 
     def part(self) -> str:
@@ -202,6 +209,8 @@ class StageDefaults:
 
     order: ClassVar[int] = 100
     needs_slide_files: ClassVar[bool] = False
+    concurrent_units: ClassVar[bool] = False
+    local_slides: ClassVar[int] = 0
 
     def prepare(self, layout: ProjectLayout) -> None:
         """Nothing to check."""

@@ -187,11 +187,6 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-#: Slides (with work left) up to which an actor stage that would start one CPU actor on a
-#: new local Ray instance runs in this process instead (see :func:`choose_executor`).
-LOCAL_MAX_SLIDES = 4
-
-
 def choose_executor(
     stage: Stage,
     executor: str | None,
@@ -203,21 +198,22 @@ def choose_executor(
     """Where the slides run, and (for ``local``) the placement an actor would have had.
 
     An explicit ``executor`` is obeyed. Otherwise the stage's own, except for a
-    tiny cohort of an actor stage: when Ray would have to be started for it (no
-    address, no ``$RAY_ADDRESS``, no Ray in this process), the stage would start
-    a single CPU actor, and at most :data:`LOCAL_MAX_SLIDES` slides have work,
-    that actor's work runs in this process, with the actor's threads. It is the
-    same work in the same order (one model, slides one after another); what is
-    saved is starting Ray and an actor process (5-8 s) before the first tile.
-    What is lost is the actor's isolation: a crash of the model ends this
-    process (committed slides stay committed; a rerun finishes the rest).
+    tiny cohort: when Ray would have to be started for it (no address, no
+    ``$RAY_ADDRESS``, no Ray in this process) and at most ``stage.local_slides``
+    slides have work, they run in this process, one after another. For an actor
+    stage this holds only when it would start a single CPU actor; its work then
+    runs with that actor's threads. For a task stage whose units may run at once
+    (``concurrent_units``, e.g. tiling's bands), the units run on one thread per
+    core. What is saved is starting Ray (5-8 s) before the first tile. What is
+    lost is a worker's isolation: a crash ends this process (committed slides
+    stay committed; a rerun finishes the rest).
     """
     if executor is not None:
         return executor, None
-    if stage.executor != "actors" or not 0 < n_slides <= LOCAL_MAX_SLIDES:
+    if not 0 < n_slides <= stage.local_slides or not starts_local_instance(address):
         return stage.executor, None
-    if not starts_local_instance(address):
-        return stage.executor, None
+    if stage.executor != "actors":
+        return "local", None
     plan = stage.actors(local_resources(num_cpus), n_slides)
     if plan.count == 1 and not plan.num_gpus:
         return "local", plan.placement
