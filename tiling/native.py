@@ -259,8 +259,15 @@ class JpegTileDecoder:
             self._cache.clear()
             self._uses.clear()
 
-    def expect(self, lefts: np.ndarray, tops: np.ndarray, width: int, height: int) -> None:
-        """Announce the regions about to be read, replacing any earlier announcement.
+    def expect(
+        self,
+        lefts: np.ndarray,
+        tops: np.ndarray,
+        width: int | np.ndarray,
+        height: int | np.ndarray,
+    ) -> None:
+        """Announce the regions about to be read (one size, or one per region), replacing any
+        earlier announcement.
 
         Stored tiles touched by more than one announced region are cached until
         their last use.
@@ -358,7 +365,11 @@ class JpegTileDecoder:
 
 
 def tiles_touched(
-    level: JpegLevel, lefts: np.ndarray, tops: np.ndarray, width: int, height: int
+    level: JpegLevel,
+    lefts: np.ndarray,
+    tops: np.ndarray,
+    width: int | np.ndarray,
+    height: int | np.ndarray,
 ) -> np.ndarray:
     """Row-major indices of the stored tiles under each region, once per region touching them.
 
@@ -369,13 +380,13 @@ def tiles_touched(
     lefts, tops
         Level-pixel top-left corners of the regions (may lie outside the level).
     width, height
-        Size shared by all regions.
+        Region sizes: one shared by all regions, or one per region.
     """
-    cols = _tile_span(np.asarray(lefts), width, level.tile_width, level.width)
-    rows = _tile_span(np.asarray(tops), height, level.tile_height, level.height)
-    touched = []
-    for dy in range(-(-height // level.tile_height) + 1):
-        for dx in range(-(-width // level.tile_width) + 1):
+    cols = _tile_span(np.asarray(lefts), np.asarray(width), level.tile_width, level.width)
+    rows = _tile_span(np.asarray(tops), np.asarray(height), level.tile_height, level.height)
+    touched = [np.zeros(0, np.int64)]
+    for dy in range(int((rows[1] - rows[0]).max(initial=-1)) + 1):
+        for dx in range(int((cols[1] - cols[0]).max(initial=-1)) + 1):
             row, col = rows[0] + dy, cols[0] + dx
             inside = (row <= rows[1]) & (col <= cols[1])
             touched.append(row[inside] * level.tiles_across + col[inside])
@@ -383,7 +394,7 @@ def tiles_touched(
 
 
 def _tile_span(
-    starts: np.ndarray, length: int, tile: int, limit: int
+    starts: np.ndarray, length: np.ndarray, tile: int, limit: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """First and last stored tile (inclusive; last < first if none) under each span."""
     low, high = np.clip(starts, 0, limit), np.clip(starts + length, 0, limit)

@@ -42,6 +42,9 @@ Off the lattice, OpenSlide resamples a read by the sub-pixel remainder of
 from __future__ import annotations
 
 import itertools
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import numpy as np
@@ -56,6 +59,11 @@ METHODS = ("per_tile", "region", "native")
 # Side of the centred block of stored JPEG tiles compared with the backend before
 # "auto" trusts the direct decoder.
 _PROBE_TILES = 2
+# Probe verdicts of this process (a slide's level is probed by several readers: overview,
+# tiles, QC images), by slide path, level, backend and file identity; the oldest go first.
+_PROBED: OrderedDict[tuple[str, int, str, tuple[int, int, int]], int] = OrderedDict()
+_PROBED_LOCK = threading.Lock()
+_PROBED_MAX = 1024
 
 
 class TileReader:
@@ -144,7 +152,15 @@ class TileReader:
         self._decoder = JpegTileDecoder(jpeg)
         if method == "native":
             return "native", "requested"
-        difference = self._probe_difference()
+        key = (self.slide.path, self.level, self.slide.backend_choice.backend, _file_key(jpeg.path))
+        with _PROBED_LOCK:
+            difference = _PROBED.get(key)
+        if difference is None:
+            difference = self._probe_difference()
+            with _PROBED_LOCK:
+                _PROBED[key] = difference
+                while len(_PROBED) > _PROBED_MAX:
+                    _PROBED.popitem(last=False)
         if difference:
             self._decoder = None
             return "region", f"direct JPEG decode differs from the backend by up to {difference}"
@@ -232,10 +248,10 @@ class TileReader:
             raise ValueError(f"coords must be integers (level-0 px), got {coords.dtype}")
         coords = coords.astype(np.int64, copy=False)
         level_xy = _level_px(coords, self.slide.level_downsamples[self.level])
-        if self._decoder is not None:
-            s, size = self.dct_scale, self.read_px // self.dct_scale
-            self._decoder.expect(level_xy[:, 0] // s, level_xy[:, 1] // s, size, size)
         blocks = plan_blocks(level_xy, self.read_px, self.max_region_px)
+        if self._decoder is not None:  # native reads decode one region per block
+            boxes = np.array([self._native_box(level_xy[b]) for b in blocks]).reshape(-1, 4)
+            self._decoder.expect(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
         read_block = {
             "per_tile": self._per_tile,
             "region": self._region,
@@ -289,16 +305,19 @@ class TileReader:
     def region(self, location: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
         """Pixels of this reader's level like ``Slide.read_region(location, level, size)``.
 
-        Read by the resolved method: decoded directly (full scale) when it is
-        ``"native"``, else by the slide's backend. A :data:`~slideflow_core.slides.slide.RegionRead`
-        for :meth:`Slide.thumbnail <slideflow_core.slides.Slide.thumbnail>`.
+        Read by the resolved method: decoded directly when it is ``"native"``,
+        reduced ``dct_scale`` times (sides rounded up) when the reader decodes
+        reduced; else by the slide's backend. A
+        :data:`~slideflow_core.slides.slide.RegionRead` for :meth:`Slide.thumbnail
+        <slideflow_core.slides.Slide.thumbnail>`, which resizes what it gets.
         """
-        if self._decoder is None or self.dct_scale != 1:
+        if self._decoder is None:
             return self.slide.read_region(location, self.level, size)
-        left, top = _level_px(
-            np.array([location], np.int64), self.slide.level_downsamples[self.level]
-        )[0]
-        return self._decoder.read(int(left), int(top), int(size[0]), int(size[1]))
+        downsample = self.slide.level_downsamples[self.level]
+        left, top = _level_px(np.array([location], np.int64), downsample)[0].tolist()
+        s = self.dct_scale
+        right, bottom = -(-(left + int(size[0])) // s), -(-(top + int(size[1])) // s)
+        return self._decoder.read(left // s, top // s, right - left // s, bottom - top // s)
 
     def _finish(self, region: np.ndarray) -> np.ndarray:
         if self.read_px == self.tile_px:
@@ -324,29 +343,49 @@ class TileReader:
             out[i] = self._finish(region[ly : ly + self.read_px, lx : lx + self.read_px])
         return out
 
+    def _native_box(self, level_xy: np.ndarray) -> tuple[int, int, int, int]:
+        """Left, top, width, height of a block's region on the (DCT-reduced) decoded level."""
+        size = self.read_px // self.dct_scale
+        scaled = level_xy // self.dct_scale
+        left, top = scaled.min(axis=0).tolist()
+        right, bottom = (scaled.max(axis=0) + size).tolist()
+        return left, top, right - left, bottom - top
+
     def _native(self, coords: np.ndarray, level_xy: np.ndarray) -> np.ndarray:
+        # One region per block, cut into tiles: a decoded stored tile is looked up once per
+        # block rather than once per tile (small tiles, such as QC images, share them a lot).
         assert self._decoder is not None
+        left, top, width, height = self._native_box(level_xy)
+        region = self._decoder.read(left, top, width, height)
         size = self.read_px // self.dct_scale
         out = np.empty((len(coords), self.tile_px, self.tile_px, 3), np.uint8)
-        for i, (lx, ly) in enumerate((level_xy // self.dct_scale).tolist()):
-            if size == self.tile_px:  # assemble straight into the batch, no extra copy
-                self._decoder.read(lx, ly, size, size, out=out[i])
-            else:
-                out[i] = resize(self._decoder.read(lx, ly, size, size), (self.tile_px,) * 2)
+        for i, (x, y) in enumerate((level_xy // self.dct_scale - (left, top)).tolist()):
+            out[i] = resize(region[y : y + size, x : x + size], (self.tile_px,) * 2)
         return out
 
 
 def read_thumbnail(slide: Slide, max_px: int, *, method: str = "auto") -> np.ndarray:
     """``slide.thumbnail(max_px)``, its blocks read by a :class:`TileReader` with ``method``.
 
-    ``"auto"`` decodes a JPEG-tiled TIFF level directly: the same pixels (checked
-    on a sample, see the module doc), without the backend's RGBA round trip.
+    ``"auto"`` decodes a JPEG-tiled TIFF level directly, with DCT scaling when the
+    overview is at least 2x smaller than the level it is read from: the same pixels as
+    the backend when read at full scale (checked on a sample, see the module doc), an
+    area resize of a reduced decode otherwise (not pixel-equal to the backend's).
     """
     readers: dict[int, TileReader] = {}
+    longest = max(slide.dimensions)
 
     def read(location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         if level not in readers:
-            readers[level] = TileReader(slide, level=level, read_px=1, tile_px=1, method=method)
+            # Level pixels per overview pixel, and the largest DCT scale not below the overview.
+            factor = max(slide.level_dimensions[level]) / round(
+                longest * min(1.0, max_px / longest)
+            )
+            scale = max(s for s in REDUCED_SCALES if s <= factor + 1e-9)
+            # A reader shrinking ``scale`` level pixels into one decodes at that DCT scale.
+            readers[level] = TileReader(
+                slide, level=level, read_px=scale, tile_px=1, method=method, dct_scaling=True
+            )
         return readers[level].region(location, size)
 
     try:
@@ -354,6 +393,12 @@ def read_thumbnail(slide: Slide, max_px: int, *, method: str = "auto") -> np.nda
     finally:
         for reader in readers.values():
             reader.close()
+
+
+def _file_key(path: str) -> tuple[int, int, int]:
+    """Identity of a file's contents as far as ``stat`` tells: inode, size, modification time."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _level_px(coords: np.ndarray, downsample: float) -> np.ndarray:
