@@ -22,6 +22,7 @@ refused rather than read as white tiles.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from slideflow_core.codecs import JpegCodec, encode_jpeg
+from slideflow_core.geojson.cells import cells_folder
 from slideflow_core.shards import write_encoded_shard
 from slideflow_core.store import (
     checksummed,
@@ -248,7 +250,13 @@ class BandWriter:
 
 
 def finish_tile_store(partial: str | Path, final: str | Path, info: dict[str, Any]) -> Path:
-    """Record the tiling part as complete, with the manifest of its files, and commit the store."""
+    """Record the tiling part as complete, with the manifest of its files, and commit the store.
+
+    Cell tables beside a store this one replaces (``<id>.cells/``) described the old
+    tiles; no part of the new store refers to them, so they go once it is in place.
+    """
     describe_tile_store(partial, info)  # array attributes first: the manifest covers them
     mark_part(partial, PART, info, files=ARRAYS)
-    return commit_store(partial, final)
+    committed = commit_store(partial, final)
+    shutil.rmtree(cells_folder(committed), ignore_errors=True)
+    return committed
