@@ -22,11 +22,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from embedders.dense.deconvolution import optical_density, stain_concentrations
-from embedders.dense.morphology import disk, drop_small
+from embedders.dense.morphology import drop_small, label_means, ring_labels
 
 #: Summed RGB optical density below which a pixel is glass (unstained background).
 GLASS_OD = 0.15
@@ -73,52 +72,58 @@ class GateConfig:
 
 
 def instance_features(
-    labels: np.ndarray, image: np.ndarray, *, mpp: float, ring_um: float = 2.0
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    mpp: float,
+    ring_um: float = 2.0,
+    stains: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per instance 1..n: haematoxylin, H fraction, contrast, glass in its ring, elongation.
 
-    Only nucleus and ring pixels are converted and counted (a fifth of a typical tile).
+    ``stains`` are the image's haematoxylin and eosin maps when the caller has them
+    (:func:`.deconvolution.stain_concentrations`); else they are computed here.
     """
     n = int(labels.max(initial=0))
-    flat = labels.ravel()
-    grown = cv2.dilate(labels.astype(np.float32), disk(ring_um / mpp)).astype(np.int64)
-    ring_map = np.where(labels == 0, grown, 0).ravel()
-    inside, around = np.flatnonzero(flat), np.flatnonzero(ring_map)
-    pixels = image.reshape(-1, 3)
-
-    def mean(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-        count = np.maximum(np.bincount(ids, minlength=n + 1)[1:], 1)
-        return np.bincount(ids, weights=values.ravel(), minlength=n + 1)[1:] / count
-
-    ids, ring_ids = flat[inside], ring_map[around]
-    h, e = stain_concentrations(pixels[inside][None])
-    ring_pixels = pixels[around][None]
-    ring_h, _ = stain_concentrations(ring_pixels)
-    glass = optical_density(ring_pixels).sum(axis=-1) < GLASS_OD
-    mean_h = mean(ids, h)
+    h, e = stain_concentrations(image) if stains is None else stains
+    ring = ring_labels(labels, ring_um / mpp)
+    around = np.flatnonzero(ring)
+    ring_ids = ring.ravel()[around]
+    glass = optical_density(image.reshape(-1, 3)[around][None])[0].sum(axis=-1) < GLASS_OD
+    inside = np.flatnonzero(labels)
+    ids = labels.ravel()[inside]
+    mean_h = label_means(labels, h, n)
     ys, xs = (v.astype(np.float64) for v in np.divmod(inside, labels.shape[1]))
-    my, mx = mean(ids, ys), mean(ids, xs)
-    vyy = mean(ids, ys * ys) - my**2 + 1 / 12
-    vxx = mean(ids, xs * xs) - mx**2 + 1 / 12
-    vxy = mean(ids, xs * ys) - mx * my
+    my, mx = label_means(ids, ys, n), label_means(ids, xs, n)
+    vyy = label_means(ids, ys * ys, n) - my**2 + 1 / 12
+    vxx = label_means(ids, xs * xs, n) - mx**2 + 1 / 12
+    vxy = label_means(ids, xs * ys, n) - mx * my
     spread = np.sqrt(np.maximum(((vxx - vyy) / 2) ** 2 + vxy**2, 0))
     major, minor = (vxx + vyy) / 2 + spread, np.maximum((vxx + vyy) / 2 - spread, 1e-6)
     return {
         "haematoxylin": mean_h,
-        "h_fraction": mean_h / np.maximum(mean_h + mean(ids, e), 1e-6),
-        "contrast": mean_h - mean(ring_ids, ring_h),
+        "h_fraction": mean_h / np.maximum(mean_h + label_means(labels, e, n), 1e-6),
+        "contrast": mean_h - label_means(ring, h, n),
         "elongation": np.sqrt(major / minor),
-        "glass_fraction": mean(ring_ids, glass.astype(np.float64)),
+        "glass_fraction": label_means(ring_ids, glass.astype(np.float64), n),
     }
 
 
 def gate_instances(
-    labels: np.ndarray, image: np.ndarray, *, mpp: float, config: GateConfig
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    mpp: float,
+    config: GateConfig,
+    stains: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """``labels`` without the instances that fail the gate, renumbered 1..n."""
+    """``labels`` without the instances that fail the gate, renumbered 1..n.
+
+    ``stains``: the image's haematoxylin and eosin maps, when the caller has them.
+    """
     if not labels.any():
         return labels
-    f = instance_features(labels, image, mpp=mpp, ring_um=config.ring_um)
+    f = instance_features(labels, image, mpp=mpp, ring_um=config.ring_um, stains=stains)
     keep = (
         (f["haematoxylin"] >= config.min_haematoxylin)
         & (f["h_fraction"] >= config.min_h_fraction)

@@ -17,7 +17,20 @@ def disk(radius_px: float) -> np.ndarray:
 def clean_mask(mask: np.ndarray, open_radius_px: float) -> np.ndarray:
     """Binary opening (removes specks and thin bridges) then hole filling."""
     opened = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, disk(open_radius_px))
-    return ndimage.binary_fill_holes(opened)
+    return fill_holes(opened > 0)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every background part not touching the image border filled.
+
+    The result of :func:`scipy.ndimage.binary_fill_holes` (4-connected background), from
+    one labelling of the background instead of repeated dilations.
+    """
+    background, _ = ndimage.label(~mask)
+    border = np.unique(
+        np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    )
+    return ~np.isin(background, border[border > 0])
 
 
 def peak_markers(height: np.ndarray, *, radius_px: float, min_height: float) -> np.ndarray:
@@ -31,8 +44,54 @@ def peak_markers(height: np.ndarray, *, radius_px: float, min_height: float) -> 
 
 
 def flood(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Marker-controlled watershed of ``elevation`` restricted to ``mask`` (int32 labels)."""
-    return watershed(elevation, markers, mask=mask).astype(np.int32)
+    """Marker-controlled watershed of ``elevation`` restricted to ``mask`` (int32 labels).
+
+    The same result as one :func:`skimage.segmentation.watershed` call (4-connected
+    flooding cannot leave a connected part of the mask), computed per part: a part
+    without a marker stays 0, a part with one marker takes its label, and only parts
+    holding several markers are flooded, each in its own bounding box. Most nuclei are
+    the only marker of their part, so this is several times faster than flooding the
+    whole image.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    markers = np.where(mask, markers, 0).astype(np.int32)
+    parts, n_parts = ndimage.label(mask)
+    out = np.zeros(mask.shape, np.int32)
+    if n_parts == 0:
+        return out
+    marked = markers > 0
+    part_of = parts[marked]
+    # markers per part: distinct labels, counted once per (part, label) pair
+    base = int(markers.max()) + 1
+    pairs = np.unique(part_of.astype(np.int64) * base + markers[marked])
+    counts = np.bincount(pairs // base, minlength=n_parts + 1)
+    single = np.zeros(n_parts + 1, np.int32)
+    single[part_of] = markers[marked]
+    single[counts != 1] = 0
+    out[:] = single[parts]
+    boxes = ndimage.find_objects(np.where(counts[parts] > 1, parts, 0))
+    for index, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        inside = parts[box] == index
+        out[box][inside] = watershed(elevation[box], markers[box] * inside, mask=inside)[inside]
+    return out
+
+
+def ring_labels(labels: np.ndarray, width_px: float) -> np.ndarray:
+    """Each instance's label on the background pixels within ``width_px`` of it (else 0).
+
+    Where two instances' rings meet, the higher label wins.
+    """
+    grown = cv2.dilate(labels.astype(np.float32), disk(width_px)).astype(np.int32)
+    return np.where(labels == 0, grown, 0)
+
+
+def label_means(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Mean of ``values`` over the pixels of each label 1..n (0 where a label has none)."""
+    flat = labels.ravel()
+    count = np.maximum(np.bincount(flat, minlength=n + 1)[1 : n + 1], 1)
+    return np.bincount(flat, weights=values.ravel(), minlength=n + 1)[1 : n + 1] / count
 
 
 def drop_small(labels: np.ndarray, min_area_px: float) -> np.ndarray:
