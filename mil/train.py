@@ -330,6 +330,15 @@ def _balanced_batches(
     return np.concatenate(draws, axis=1).tolist()
 
 
+def _optimizer_kernel(device: torch.device) -> dict[str, bool]:
+    """AdamW's fused kernel (one call updates every parameter) where torch has one.
+
+    On small MIL heads the optimiser step costs as much as forward and backward
+    together when it runs as a loop of per-tensor (or even ``foreach``) ops.
+    """
+    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+
+
 def _monitor(task: Task, config: TrainConfig) -> tuple[str, bool]:
     name = config.monitor or task.monitor[0]
     return name, name in LOWER_IS_BETTER
@@ -401,7 +410,7 @@ def fit(
         last_phase = phase_index == len(phases) - 1
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=config.lr, weight_decay=config.weight_decay, foreach=True
+            params, lr=config.lr, weight_decay=config.weight_decay, **_optimizer_kernel(device)
         )
         scheduler: Any = None
         if config.schedule == "cosine":
