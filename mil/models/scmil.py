@@ -6,7 +6,7 @@ supervised contrastive loss (Khosla et al. 2020, temperature 0.1) pulls bags of
 the same class together and pushes the others away; decoupling representation
 learning from classifier learning is what helps under label imbalance. Modes:
 
-- ``progressive`` (the published method, default): one joint training whose
+- ``progressive`` (the paper's joint training, default): one joint training whose
   loss moves from the contrastive loss to the classifier's over the epochs,
   ``β_t · L_SCL + (1 − β_t) · L_task`` with ``β_t = 1 − (t / T)²`` at epoch ``t`` of
   ``T`` (the parabolic hand-over of cumulative learning, Zhou et al. 2020, BBN,
@@ -17,8 +17,19 @@ learning from classifier learning is what helps under label imbalance. Modes:
   loss only; phase ``classifier`` freezes it and trains the linear classifier.
 
 The contrastive loss needs class labels and several bags per step: use it with
-a classification task and ``batch_size`` > 1. Anchors with no other bag of
-their class in the batch are skipped.
+a classification task, ``batch_size`` > 1 and, under imbalance, class-balanced
+batches (``TrainConfig(balance="batches")``): with 5 % positives and 8 bags a
+batch, two batches in three hold no second positive. Anchors with no other bag
+of their class in the batch are skipped.
+
+What is checked against the paper: its abstract (arXiv 2303.13405) states a
+joint training that progressively transitions from bag representation
+learning to classifier learning, for label imbalance, evaluated ID and OOD;
+the objective ``β_t · L_SCL + (1 − β_t) · L_CE`` with a decaying ``β_t`` matches
+a third-party summary of the paper. Not checked (the paper's method section
+was not readable offline): the exact form of ``β_t`` (here BBN's parabola), the
+temperature (here 0.1, SupCon's default) and the projection head's shape
+(here linear, ReLU, linear to 128-d) are this implementation's choices.
 """
 
 from __future__ import annotations
