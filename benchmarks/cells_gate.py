@@ -2,7 +2,11 @@
 
 Segments a region of a slide with each segmenter twice, with and without the gate
 (``embedders.dense.gate``), and draws every nucleus found: green if the gate keeps it,
-red if it drops it. Panels side by side in one PNG, counts printed and written as JSON.
+red if it drops it. Panels side by side in one PNG, counts printed and written as JSON:
+in the whole region, in ``--keratin-box`` (a box with no nucleus in it: on the default
+region, the keratin lamellae filling the lumen of CMU-1's follicle, every detection
+there is false) and in ``--tissue-box`` (cellular dermis, where the gate should keep
+everything). Boxes are X Y W H in region pixels; a nucleus is in a box by its centroid.
 
     python benchmarks/cells_gate.py --slide ../shared/data/slides/CMU-1-Small-Region.svs \\
         --learned-weights models/nuclei-learned.safetensors
@@ -36,6 +40,21 @@ def _panel(region: np.ndarray, before: np.ndarray, after: np.ndarray, title: str
     return picture
 
 
+def _in_box(before: np.ndarray, after: np.ndarray, box: list[int]) -> tuple[int, int]:
+    """Nuclei of ``before`` with their centroid in ``box``, and how many of them the gate kept."""
+    from embedders.dense.morphology import label_means
+
+    n = int(before.max())
+    if n == 0:
+        return 0, 0
+    ys, xs = np.mgrid[: before.shape[0], : before.shape[1]]
+    cy, cx = label_means(before, ys.astype(np.float64), n), label_means(before, xs, n)
+    x, y, w, h = box
+    inside = (cx >= x) & (cx < x + w) & (cy >= y) & (cy < y + h)
+    kept = np.isin(np.arange(1, n + 1), before[after > 0])
+    return int(inside.sum()), int((inside & kept).sum())
+
+
 def main() -> None:
     from embedders.dense import ClassicalSegmenter, LearnedSegmenter
     from embedders.dense.data import AnnotatedTile
@@ -54,6 +73,22 @@ def main() -> None:
         help="region in pixels at --mpp",
     )
     parser.add_argument("--mpp", type=float, default=0.5, help="µm/px to read the region at")
+    parser.add_argument(
+        "--keratin-box",
+        type=int,
+        nargs=4,
+        default=[270, 0, 230, 380],
+        metavar=("X", "Y", "W", "H"),
+        help="box of the region holding no nucleus (keratin, debris), region pixels",
+    )
+    parser.add_argument(
+        "--tissue-box",
+        type=int,
+        nargs=4,
+        default=[0, 0, 150, 500],
+        metavar=("X", "Y", "W", "H"),
+        help="box of cellular tissue in the region, region pixels",
+    )
     parser.add_argument("--learned-weights", help="also the learned segmenter (sfc cells train)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "cells_gate.png", help="PNG")
     args = parser.parse_args()
@@ -85,6 +120,9 @@ def main() -> None:
     for name, ungated, gated in makers:
         before, after = segment_at(ungated, tile), segment_at(gated, tile)
         area_mm2 = width * height * args.mpp**2 / 1e6
+        keratin, tissue = (
+            _in_box(before, after, box) for box in (args.keratin_box, args.tissue_box)
+        )
         rows.append(
             {
                 "segmenter": name,
@@ -92,6 +130,10 @@ def main() -> None:
                 "nuclei, gate": int(after.max()),
                 "dropped": int(before.max() - after.max()),
                 "dropped per mm²": (before.max() - after.max()) / area_mm2,
+                "keratin box, no gate": keratin[0],
+                "keratin box, gate": keratin[1],
+                "tissue box, no gate": tissue[0],
+                "tissue box, gate": tissue[1],
             }
         )
         panels.append(
@@ -111,6 +153,8 @@ def main() -> None:
             "slide": str(args.slide),
             "region_px": args.region,
             "mpp": args.mpp,
+            "keratin_box_px": args.keratin_box,
+            "tissue_box_px": args.tissue_box,
             "rows": rows,
             "png": str(args.out),
         },

@@ -14,7 +14,13 @@ that look like nuclei in one respect and not in others. Each instance is measure
   (collagen fibres and stroma slivers are long and thin);
 - lies in tissue: at most ``max_glass_fraction`` of the ring around it is glass
   (optical density below ``GLASS_OD``). Nuclei sit in cytoplasm or stroma; flakes of
-  keratin, collagen or debris floating in a lumen or at a torn edge are ringed by glass.
+  keratin, collagen or debris floating in a lumen or at a torn edge are ringed by glass;
+- is not a piece of a strand: a group of instances less than ``group_gap_um`` apart
+  larger than ``group_um2`` whose ring is more than
+  ``max_group_glass_fraction`` glass is dropped whole. Keratin lamellae and torn
+  collagen are cut by the split into pieces that each look nuclear and each touch glass
+  on a side or two only; the strand they make up is ringed by glass, while a clump of
+  touching nuclei sits in tissue.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cv2
 import numpy as np
+from scipy import ndimage
 
 from embedders.dense.deconvolution import optical_density, stain_concentrations
-from embedders.dense.morphology import drop_small, label_means, ring_labels
+from embedders.dense.morphology import disk, drop_small, label_means, ring_labels
 
 #: Summed RGB optical density below which a pixel is glass (unstained background).
 GLASS_OD = 0.15
@@ -49,6 +57,10 @@ class GateConfig:
         Largest ratio of its long to its short principal axis.
     max_glass_fraction
         Largest share of glass in the ring around it.
+    group_um2, max_group_glass_fraction, group_gap_um
+        Groups of instances (less than ``group_gap_um`` apart) larger than ``group_um2``
+        are dropped whole when more than ``max_group_glass_fraction`` of the ring around
+        the group is glass.
     """
 
     min_haematoxylin: float = 0.1
@@ -57,12 +69,18 @@ class GateConfig:
     ring_um: float = 2.0
     max_elongation: float = 6.0
     max_glass_fraction: float = 0.6
+    group_um2: float = 50.0
+    max_group_glass_fraction: float = 0.35
+    group_gap_um: float = 1.0
 
     def __post_init__(self) -> None:
         if min(self.min_haematoxylin, self.min_h_fraction) < 0 or not self.ring_um > 0:
             raise ValueError(f"invalid GateConfig: {self}")
-        if not 0 <= self.max_glass_fraction <= 1:
-            raise ValueError(f"invalid GateConfig: max_glass_fraction={self.max_glass_fraction}")
+        if not min(self.group_um2, self.group_gap_um) >= 0:
+            raise ValueError(f"invalid GateConfig: group_um2, group_gap_um must be >= 0: {self}")
+        for name in ("max_glass_fraction", "max_group_glass_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"invalid GateConfig: {name}={getattr(self, name)}")
         if not self.max_elongation >= 1:
             raise ValueError(f"invalid GateConfig: max_elongation={self.max_elongation} < 1")
 
@@ -77,12 +95,15 @@ def instance_features(
     *,
     mpp: float,
     ring_um: float = 2.0,
+    group_gap_um: float = 0.0,
     stains: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per instance 1..n: haematoxylin, H fraction, contrast, glass in its ring, elongation.
+    """Per instance 1..n: haematoxylin, H fraction, contrast, glass in its ring, elongation,
+    and the area (µm²) and ring glass of the group of touching instances it belongs to.
 
     ``stains`` are the image's haematoxylin and eosin maps when the caller has them
     (:func:`.deconvolution.stain_concentrations`); else they are computed here.
+    Instances less than ``group_gap_um`` apart belong to one group.
     """
     n = int(labels.max(initial=0))
     h, e = stain_concentrations(image) if stains is None else stains
@@ -98,6 +119,15 @@ def instance_features(
     vyy = label_means(ids, ys * ys, n) - my**2 + 1 / 12
     vxx = label_means(ids, xs * xs, n) - mx**2 + 1 / 12
     vxy = label_means(ids, xs * ys, n) - mx * my
+    mask = labels > 0
+    if group_gap_um > 0:
+        mask = cv2.dilate(mask.astype(np.uint8), disk(group_gap_um / (2 * mpp))) > 0
+    groups, n_groups = ndimage.label(mask)
+    group_of = np.zeros(n + 1, np.int64)
+    group_of[ids] = groups.ravel()[inside]
+    group_area = np.bincount(group_of[ids], minlength=n_groups + 1) * mpp**2
+    # the ring of a group is the union of its instances' rings
+    group_glass = label_means(group_of[ring_ids], glass.astype(np.float64), n_groups)
     spread = np.sqrt(np.maximum(((vxx - vyy) / 2) ** 2 + vxy**2, 0))
     major, minor = (vxx + vyy) / 2 + spread, np.maximum((vxx + vyy) / 2 - spread, 1e-6)
     return {
@@ -106,6 +136,8 @@ def instance_features(
         "contrast": mean_h - label_means(ring, h, n),
         "elongation": np.sqrt(major / minor),
         "glass_fraction": label_means(ring_ids, glass.astype(np.float64), n),
+        "group_area_um2": group_area[group_of[1:]],
+        "group_glass_fraction": np.concatenate([[0.0], group_glass])[group_of[1:]],
     }
 
 
@@ -123,13 +155,24 @@ def gate_instances(
     """
     if not labels.any():
         return labels
-    f = instance_features(labels, image, mpp=mpp, ring_um=config.ring_um, stains=stains)
+    f = instance_features(
+        labels,
+        image,
+        mpp=mpp,
+        ring_um=config.ring_um,
+        group_gap_um=config.group_gap_um,
+        stains=stains,
+    )
     keep = (
         (f["haematoxylin"] >= config.min_haematoxylin)
         & (f["h_fraction"] >= config.min_h_fraction)
         & (f["contrast"] >= config.min_contrast)
         & (f["elongation"] <= config.max_elongation)
         & (f["glass_fraction"] <= config.max_glass_fraction)
+        & ~(
+            (f["group_area_um2"] > config.group_um2)
+            & (f["group_glass_fraction"] > config.max_group_glass_fraction)
+        )
     )
     lookup = np.concatenate([[0], np.where(keep, 1, 0)]).astype(np.int32)
     return drop_small(labels * lookup[labels], 1)
