@@ -151,7 +151,10 @@ def start_store(final: str | os.PathLike[str], attrs: dict[str, Any]) -> Path:
         _remove(trash)
     partial.parent.mkdir(parents=True, exist_ok=True)
     group = zarr.open_group(str(partial), mode="w")
-    group.attrs.update({"kind": STORE_KIND, "schema_version": SCHEMA_VERSION, "parts": {}, **attrs})
+    # One metadata write (``attrs.update`` would rewrite zarr.json once per key).
+    group.update_attributes(
+        {"kind": STORE_KIND, "schema_version": SCHEMA_VERSION, "parts": {}, **attrs}
+    )
     return partial
 
 

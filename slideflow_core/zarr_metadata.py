@@ -20,10 +20,11 @@ read a store in one request.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +94,39 @@ def store_grid_attrs(root_attrs: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+def write_attributes(updates: Sequence[tuple[zarr.Array, Mapping[str, Any]]]) -> None:
+    """Merge attributes into several arrays at once: one ``zarr.json`` rewrite each, concurrently.
+
+    (``array.attrs.update(d)`` rewrites the array's metadata once per key of ``d``,
+    each a round trip through Zarr's event loop.)
+    """
+    if not updates:
+        return
+    from zarr.core.sync import sync
+
+    async def write_all() -> None:
+        await asyncio.gather(
+            *(array.async_array.update_attributes(dict(attrs)) for array, attrs in updates)
+        )
+
+    sync(write_all())
+
+
 def describe_arrays(group: zarr.Group, grid: Mapping[str, Any]) -> None:
     """Give every array under ``group`` its attributes: what it holds, units, ``grid``."""
+    write_attributes(_array_attributes(group, grid))
+
+
+def _array_attributes(
+    group: zarr.Group, grid: Mapping[str, Any]
+) -> list[tuple[zarr.Array, dict[str, Any]]]:
+    updates = []
     for name, array in group.arrays():
         role = _ROLES.get(name) or (_FRACTION if name.endswith("_fraction") else {})
-        array.attrs.update({**role, **grid})
+        updates.append((array, {**role, **grid}))
     for _, child in group.groups():
-        describe_arrays(child, grid)
+        updates += _array_attributes(child, grid)
+    return updates
 
 
 def describe_tile_store(store: str | os.PathLike[str], info: Mapping[str, Any]) -> None:
@@ -111,21 +138,27 @@ def describe_tile_store(store: str | os.PathLike[str], info: Mapping[str, Any]) 
         tile_mpp=info["mpp_actual"],
         tile_px=info["tile_px"],
     )
-    for name, array in root.arrays():
-        if name != "tissue_mask":
-            array.attrs.update({**_ROLES.get(name, {}), **grid})
-    describe_arrays(root["qc"], grid)
-    describe_tissue_mask(root, attrs)
+    arrays = dict(root.arrays())
+    updates = [
+        (array, {**_ROLES.get(name, {}), **grid})
+        for name, array in arrays.items()
+        if name != "tissue_mask"
+    ]
+    updates += _array_attributes(root["qc"], grid)
+    if "tissue_mask" in arrays:
+        mask_attrs, ome = tissue_mask_metadata(attrs)
+        updates.append((arrays["tissue_mask"], mask_attrs))
+    write_attributes(updates)
+    if "tissue_mask" in arrays:
+        root.update_attributes({"ome": ome})
 
 
-def describe_tissue_mask(root: zarr.Group, root_attrs: Mapping[str, Any]) -> None:
-    """Attributes of the tissue mask and the root's OME-Zarr ``multiscales`` for it.
+def tissue_mask_metadata(root_attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Attributes of the tissue mask, and the root's OME-Zarr ``ome`` (``multiscales``) for it.
 
     The mask's pixel size is the slide's level-0 µm/px times the mask downsample
     recorded under ``tissue.mask_downsample`` (x, y).
     """
-    if "tissue_mask" not in root:
-        return
     level0 = root_attrs.get("slide", {}).get("mpp")
     down_x, down_y = root_attrs.get("tissue", {}).get("mask_downsample") or (1.0, 1.0)
     unit, (scale_y, scale_x) = (
@@ -133,18 +166,16 @@ def describe_tissue_mask(root: zarr.Group, root_attrs: Mapping[str, Any]) -> Non
         if level0
         else ("pixel", (float(down_y), float(down_x)))
     )
-    root["tissue_mask"].attrs.update(
-        {
-            **_ROLES["tissue_mask"],
-            "coordinate_space": "tissue_mask_px",
-            "level0_px_per_px": [float(down_x), float(down_y)],
-            "mpp": scale_x if unit == "micrometer" else None,
-        }
-    )
+    mask_attrs = {
+        **_ROLES["tissue_mask"],
+        "coordinate_space": "tissue_mask_px",
+        "level0_px_per_px": [float(down_x), float(down_y)],
+        "mpp": scale_x if unit == "micrometer" else None,
+    }
     axes = [{"name": name, "type": "space", "unit": unit} for name in TILE_DIMS["tissue_mask"]]
     if unit == "pixel":  # OME units are physical: no unit rather than a false one
         axes = [{"name": a["name"], "type": "space"} for a in axes]
-    root.attrs["ome"] = {
+    ome = {
         "version": OME_VERSION,
         "multiscales": [
             {
@@ -161,6 +192,7 @@ def describe_tissue_mask(root: zarr.Group, root_attrs: Mapping[str, Any]) -> Non
             }
         ],
     }
+    return mask_attrs, ome
 
 
 def consolidate(store: str | os.PathLike[str]) -> None:

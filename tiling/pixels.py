@@ -20,8 +20,10 @@ tile of the next level serves the QC of 16 tiles and no tile is decoded in full.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +34,8 @@ from tiling.config import TilingConfig
 from tiling.qc import reduce_tiles
 from tiling.reader import TileReader
 
+#: Tiles per batch where tiles are not decoded (coordinates only, pass-through).
+_GROUP_TILES = 256
 #: Codecs whose stored pixels equal the slide's (passed through or lossless).
 EXACT_CODECS = ("jpeg-passthrough", "zstd", "lz4", "none")
 
@@ -183,7 +187,7 @@ def read_batches(
     """
     if plan.codec == "none":
         with _qc_reader(slide, plan) as reader:
-            for indices, images in reader.read(coords):
+            for indices, images in _grouped(reader.read(coords)):
                 yield TileBatch(indices, images), reader
         return
     with TileReader(
@@ -198,12 +202,38 @@ def read_batches(
             with _qc_reader(slide, plan) as qc_reader:
                 images = [batch for _, batch in qc_reader.read(coords)]
             qc_images = np.concatenate(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
-            for indices, streams in reader.read_encoded(coords):
+            for indices, streams in _grouped(reader.read_encoded(coords)):
                 encoded = _passthrough(reader, coords, indices, streams, jpeg_quality)
                 yield TileBatch(indices, qc_images[indices], encoded=encoded), reader
             return
         for indices, tiles in reader.read(coords):
             yield TileBatch(indices, reduce_tiles(tiles, plan.qc_scale), tiles=tiles), reader
+
+
+def _grouped(
+    batches: Iterator[tuple[np.ndarray, Any]], tiles: int = _GROUP_TILES
+) -> Iterator[tuple[np.ndarray, Any]]:
+    """Consecutive reader batches joined into batches of at least ``tiles`` tiles.
+
+    For tiles not decoded (QC images, encoded streams): QC and the writer then run
+    once per few hundred tiles instead of once per reader block of a few.
+    """
+    indices: list[np.ndarray] = []
+    parts: list[Any] = []
+    for batch_indices, part in batches:
+        indices.append(batch_indices)
+        parts.append(part)
+        if sum(map(len, indices)) >= tiles:
+            yield _join(indices, parts)
+            indices, parts = [], []
+    if indices:
+        yield _join(indices, parts)
+
+
+def _join(indices: list[np.ndarray], parts: list[Any]) -> tuple[np.ndarray, Any]:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(indices), np.concatenate(parts)
+    return np.concatenate(indices), list(itertools.chain.from_iterable(parts))
 
 
 def _qc_reader(slide: Slide, plan: PixelPlan) -> TileReader:

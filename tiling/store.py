@@ -22,6 +22,7 @@ refused rather than read as white tiles.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -169,11 +170,10 @@ class BandWriter:
         group = zarr.open_group(str(store), mode="r+")
         self._tiles = group.get("tiles")
         self._jpeg_quality = jpeg_quality
-        self._qc = group["qc"]
         self.start, self.stop, self.shard = start, stop, shard_tiles
-        columns = [k for k in self._qc.array_keys() if k != "mask_tissue_fraction"]
-        # QC values are small: the whole band's go out in one write per column at the end.
-        self._metrics = {c: np.empty(stop - start, self._qc[c].dtype) for c in columns}
+        self._qc = {k: a for k, a in group["qc"].arrays() if k != "mask_tissue_fraction"}
+        # QC values are small: the whole band's go out together at the end.
+        self._metrics = {c: np.empty(stop - start, a.dtype) for c, a in self._qc.items()}
         self._done = np.zeros(stop - start, bool)
         self._buffer: np.ndarray | None = None
         self._encoded: list[bytes | None] = []
@@ -245,8 +245,15 @@ class BandWriter:
         if not self._done.all():
             missing = int((~self._done).sum())
             raise RuntimeError(f"band at {self.start} is missing {missing} tiles")
-        for column, values in self._metrics.items():
-            self._qc[column][self.start : self.stop] = values
+        from zarr.core.sync import sync
+
+        async def write_all() -> None:  # every column at once: one trip through Zarr's loop
+            band = slice(self.start, self.stop)
+            await asyncio.gather(
+                *(self._qc[c].async_array.setitem(band, v) for c, v in self._metrics.items())
+            )
+
+        sync(write_all())
 
 
 def finish_tile_store(partial: str | Path, final: str | Path, info: dict[str, Any]) -> Path:
