@@ -236,6 +236,22 @@ class Method:
     balance: str = "none"
 
 
+def site_standardised(slides: SimulatedSlides, reference: SimulatedSlides) -> SimulatedSlides:
+    """``slides`` with each feature moved to ``reference``'s mean and std over all tiles.
+
+    Unsupervised site adaptation in feature space (labels unused): a site's
+    stain, JPEG and scanner shift moves every tile's features, so a model
+    trained on one site scores all bags of another on one side of its
+    threshold; re-standardising the new site's features undoes the global part
+    of that shift (what stain normalisation does in pixel space).
+    """
+    rows, ref = np.concatenate(slides.bags), np.concatenate(reference.bags)
+    scale = ref.std(axis=0) / np.maximum(rows.std(axis=0), 1e-6)
+    shift = ref.mean(axis=0) - rows.mean(axis=0) * scale
+    bags = [(b * scale + shift).astype(b.dtype) for b in slides.bags]
+    return SimulatedSlides(bags=bags, labels=slides.labels, lesion=slides.lesion)
+
+
 def as_table(slides: SimulatedSlides) -> BagTable:
     """The slides as in-memory bags."""
     return BagTable.from_arrays(slides.bags, slides.labels.tolist())
