@@ -186,3 +186,27 @@ def test_padded_edge_tiles_are_reencoded_white_outside_the_slide(cmu_svs, tmp_pa
         x, y = (int(v) for v in coords[inside[-1]])
         expected = slide.read_region((x, y), 0, (240, 240))
     np.testing.assert_array_equal(tiles.read_tiles([inside[-1]])[0], expected)
+
+
+def test_tiles_adjacent_in_the_file_are_read_in_one_pread_and_equal_single_reads(
+    cmu_svs, monkeypatch
+):
+    import os
+
+    import imagecodecs
+
+    from tiling.native import JpegTileDecoder, find_jpeg_level
+
+    level, _ = find_jpeg_level(str(cmu_svs), (2220, 2967))
+    decoder = JpegTileDecoder(level)
+    indices = [0, 1, 2, 3, 12, 11, 40, 40, 41, 129]  # runs, a step back, a repeat, the last
+    expected = [
+        level.complete(os.pread(decoder._fd(), int(level.bytecounts[i]), int(level.offsets[i])))
+        for i in indices
+    ]
+    reads = []
+    pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, at: reads.append(n) or pread(fd, n, at))
+    assert decoder.encoded_tiles(indices) == expected
+    assert len(reads) == 6  # 0-3, 12, 11, 40, 40-41, 129
+    assert all(imagecodecs.jpeg8_decode(s).shape == (240, 240, 3) for s in expected)

@@ -15,7 +15,7 @@ reader verifies equality on a sample before using this path automatically.
 A level can also be read reduced (:meth:`JpegLevel.reduced`): every stored tile
 is decoded at ½, ¼ or ⅛ size by libjpeg's DCT scaling, so a 2× downsampled read
 costs less than a full decode and needs no resize. And a stored tile can be
-taken as it is (:meth:`JpegTileDecoder.encoded_tile`), a complete JPEG stream
+taken as it is (:meth:`JpegTileDecoder.encoded_tiles`), a complete JPEG stream
 for a store that keeps the slide's own tiles.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +37,8 @@ _PHOTOMETRIC_RGB = 2
 _PHOTOMETRIC_YCBCR = 6
 _JFIF_APP0 = b"\xff\xe0"
 _SCAN_FOR_MARKERS_BYTES = 64
+# Most stored tiles read in one ``pread`` (bounds a read's size on huge tiles).
+_RUN_TILES = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -282,14 +285,43 @@ class JpegTileDecoder:
         level = self.level
         return os.pread(self._fd(), int(level.bytecounts[index]), int(level.offsets[index]))
 
-    def encoded_tile(self, index: int) -> bytes | None:
-        """Stored tile ``index`` (row-major) as a complete JPEG stream, undecoded.
+    def encoded_tiles(self, indices: Sequence[int]) -> list[bytes | None]:
+        """Stored tiles (row-major indices) as complete JPEG streams, undecoded.
 
-        None for a tile the file never stored (sparse TIFF).
+        None for a tile the file never stored (sparse TIFF). Tiles adjacent in the
+        file are read in one ``pread``: scanners write a row's tiles one after the
+        other, so a run of a row is one read.
         """
-        if int(self.level.bytecounts[index]) == 0:
-            return None
-        return self.level.complete(self._stored(index))
+        level = self.level
+        out: list[bytes | None] = [None] * len(indices)
+        run: list[int] = []  # positions in ``indices`` of tiles adjacent in the file
+
+        def flush() -> None:
+            if not run:
+                return
+            first, last = indices[run[0]], indices[run[-1]]
+            start = int(level.offsets[first])
+            data = os.pread(
+                self._fd(), int(level.offsets[last] + level.bytecounts[last]) - start, start
+            )
+            for j in run:
+                offset = int(level.offsets[indices[j]]) - start
+                out[j] = level.complete(data[offset : offset + int(level.bytecounts[indices[j]])])
+            run.clear()
+
+        for j, index in enumerate(indices):
+            if int(level.bytecounts[index]) == 0:
+                continue
+            if run:
+                previous = indices[run[-1]]
+                adjacent = (
+                    level.offsets[index] == level.offsets[previous] + level.bytecounts[previous]
+                )
+                if not adjacent or len(run) >= _RUN_TILES:
+                    flush()
+            run.append(j)
+        flush()
+        return out
 
     def decode_tile(self, index: int) -> np.ndarray:
         """Decode stored tile ``index`` (row-major) to ``(tile_h, tile_w, 3)`` RGB, uncached."""

@@ -292,11 +292,9 @@ class TileReader:
         stored = level_xy[:, 1] // side * level.tiles_across + level_xy[:, 0] // side
 
         def job(indices: np.ndarray) -> tuple[np.ndarray, list[bytes | None]]:
-            streams = [
-                decoder.encoded_tile(int(stored[i])) if inside[i] else None
-                for i in indices.tolist()
-            ]
-            return indices, streams
+            streams = decoder.encoded_tiles(stored[indices[inside[indices]]].tolist())
+            it = iter(streams)
+            return indices, [next(it) if inside[i] else None for i in indices.tolist()]
 
         blocks = plan_blocks(level_xy, side, self.max_region_px)
         threads = self.threads if self.threads > 1 else 0
