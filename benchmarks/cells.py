@@ -4,12 +4,13 @@ Accuracy, per segmenter, on every evaluated tile of ``--data`` (a folder of ``ID
 ``ID.inst.png`` pairs, any names, µm/px from a ``manifest.json`` beside them or 0.25;
 or PanNuke ``images.npy`` + ``masks.npy``): Dice, AJI, PQ (DQ, SQ), detection F1,
 precision and recall (3 µm), false detections per mm² of the annotation's non-nuclear
-area, seconds per tile and training time, averaged per tile, next to HoVer-Net's
-published numbers (Kumar; CoNSeP).
+area, seconds per tile and per megapixel (wall clock, and CPU: what a 1000² tile costs
+an idle core) and training time, averaged per tile, next to HoVer-Net's published
+numbers (Kumar; CoNSeP).
 
 - ``otsu``: naive baseline, Otsu threshold of the haematoxylin and connected components;
 - ``classical``: ours, no weights (its defaults were tuned on fold 1 of 2 of the shipped
-  tiles: on them, evaluate ``--eval-folds 2``);
+  tiles, ``tuning_split``: on them, evaluate ``--eval-folds 2``);
 - ``learned``: ours, the U-Net trained end to end (``train_segmenter``): on ``--train``
   when it is another folder; when ``--data`` is the training folder (the default),
   k-fold by tile (``--folds``; ``tile_folds``: sources, then tiles, dealt in turn), each
@@ -50,7 +51,7 @@ PUBLISHED = [
     {"segmenter": "HoVer-Net (published, CoNSeP)", "dice": 0.853, "aji": 0.600, "pq": 0.548},
 ]
 METRICS = ("dice", "aji", "pq", "dq", "sq", "f1", "precision", "recall", "false_per_mm2")
-COLUMNS = ("segmenter", "tiles", *METRICS, "s/tile", "train s", "note")
+COLUMNS = ("segmenter", "tiles", *METRICS, "s/tile", "s/Mpx", "cpu s/Mpx", "train s", "note")
 DETECTION_UM = 3.0
 
 _HTK_SCRIPT = r"""
@@ -78,34 +79,41 @@ def _row(
     name: str,
     tiles: list[Any],
     labels: dict[str, np.ndarray],
-    seconds: float,
+    seconds: tuple[float, float],
     note: str,
     train_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Mean scores of one segmenter's instance maps over ``tiles``."""
+    """Mean scores of one segmenter's instance maps over ``tiles``.
+
+    ``seconds``: wall-clock and CPU (all threads of this process) time segmenting took;
+    per megapixel of tile, the CPU time is what a 1000² tile costs on an idle core.
+    """
     from embedders.dense import score_tile
 
     scores = [
         score_tile(t.instances, labels[t.id], max_distance_px=DETECTION_UM / t.mpp, mpp=t.mpp)
         for t in tiles
     ]
+    megapixels = sum(t.instances.size for t in tiles) / 1e6
     return {
         "segmenter": name,
         "tiles": len(tiles),
         **{m: float(np.mean([getattr(s, m) for s in scores])) for m in METRICS},
-        "s/tile": seconds / len(tiles),
+        "s/tile": seconds[0] / len(tiles),
+        "s/Mpx": seconds[0] / megapixels,
+        "cpu s/Mpx": seconds[1] / megapixels,
         "train s": train_seconds,
         "note": note,
     }
 
 
-def _run(segment: Any, tiles: list[Any]) -> tuple[dict[str, np.ndarray], float]:
-    """Instance maps of ``tiles`` at their own µm/px, and the seconds segmenting took."""
+def _run(segment: Any, tiles: list[Any]) -> tuple[dict[str, np.ndarray], tuple[float, float]]:
+    """Instance maps of ``tiles`` at their own µm/px; wall and CPU seconds segmenting took."""
     from embedders.dense.fit import segment_at
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     labels = {t.id: segment_at(segment(t), t) for t in tiles}
-    return labels, time.perf_counter() - started
+    return labels, (time.perf_counter() - started, time.process_time() - cpu)
 
 
 def _otsu(mpp: float) -> Any:
@@ -211,21 +219,30 @@ def accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(_row(name, scored, labels, seconds, note))
     default_gate = models[0][0].gate
     for name, gate in (("learned, no gate", None), ("learned", default_gate)):
-        labels, seconds = {}, 0.0
+        labels, seconds = {}, (0.0, 0.0)
         for model, chosen in models:
             model.gate = gate
             found, spent = _run(lambda t, model=model: model, chosen)
             labels |= found
-            seconds += spent
+            seconds = (seconds[0] + spent[0], seconds[1] + spent[1])
         rows.append(_row(name, scored, labels, seconds, "; ".join(notes), train_seconds))
     if args.htk_python:
         rows += _htk_rows(args, scored)
     return rows
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished subprocesses."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _htk_rows(args: argparse.Namespace, tiles: list[Any]) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
+        cpu = _children_cpu()
         mpps = {t.id: t.mpp for t in tiles}
         try:
             done = subprocess.run(
@@ -239,7 +256,7 @@ def _htk_rows(args: argparse.Namespace, tiles: list[Any]) -> list[dict[str, Any]
         if done.returncode:
             print(f"histomicstk failed: {done.stderr.strip().splitlines()[-1:]}")
             return []
-        seconds = time.perf_counter() - started
+        seconds = (time.perf_counter() - started, _children_cpu() - cpu)
         labels = {t.id: np.load(f"{out}/{t.id}.npy") for t in tiles}
         note = "documented example settings, scaled by µm/px"
         return [_row("histomicstk", tiles, labels, seconds, note)]

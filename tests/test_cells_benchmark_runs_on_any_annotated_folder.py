@@ -91,6 +91,6 @@ def test_the_benchmark_scores_every_segmenter_on_the_renamed_folder(monuseg_name
     for row in rows.values():
         assert row["tiles"] == 4
         assert {"dice", "aji", "pq", "f1", "precision", "recall", "false_per_mm2"} <= set(row)
-        assert row["s/tile"] > 0
+        assert row["s/tile"] > 0 and row["s/Mpx"] > 0 and row["cpu s/Mpx"] > 0
     assert rows["learned"]["train s"] > 0 and "fold 2/2" in rows["learned"]["note"]
     assert rows["classical"]["dice"] > 0.5
