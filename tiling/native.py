@@ -21,6 +21,7 @@ for a store that keeps the slide's own tiles.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -126,6 +127,25 @@ def find_jpeg_level(path: str, size: tuple[int, int]) -> tuple[JpegLevel | None,
     """
     if "://" in path:
         return None, "remote file (direct decode reads local files only)"
+    try:
+        key = file_key(path)
+    except OSError as exc:
+        return None, f"not readable as TIFF ({type(exc).__name__}: {exc})"
+    return _find_jpeg_level(path, (int(size[0]), int(size[1])), key)
+
+
+def file_key(path: str) -> tuple[int, int, int]:
+    """Identity of a file's contents as far as ``stat`` tells: inode, size, modification time."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _find_jpeg_level(
+    path: str, size: tuple[int, int], _file: tuple[int, int, int]
+) -> tuple[JpegLevel | None, str]:
+    """:func:`find_jpeg_level`, parsed once per file version and process (every reader of a
+    slide's bands asks again)."""
     import tifffile
 
     try:

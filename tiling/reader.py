@@ -42,7 +42,6 @@ Off the lattice, OpenSlide resamples a read by the sub-pixel remainder of
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -52,7 +51,7 @@ import numpy as np
 from slideflow_core.codecs import REDUCED_SCALES
 from slideflow_core.parallel import ordered_map
 from slideflow_core.slides import Slide, resize
-from tiling.native import JpegTileDecoder, find_jpeg_level
+from tiling.native import JpegTileDecoder, file_key, find_jpeg_level
 
 METHODS = ("per_tile", "region", "native")
 
@@ -152,7 +151,7 @@ class TileReader:
         self._decoder = JpegTileDecoder(jpeg)
         if method == "native":
             return "native", "requested"
-        key = (self.slide.path, self.level, self.slide.backend_choice.backend, _file_key(jpeg.path))
+        key = (self.slide.path, self.level, self.slide.backend_choice.backend, file_key(jpeg.path))
         with _PROBED_LOCK:
             difference = _PROBED.get(key)
         if difference is None:
@@ -391,12 +390,6 @@ def read_thumbnail(slide: Slide, max_px: int, *, method: str = "auto") -> np.nda
     finally:
         for reader in readers.values():
             reader.close()
-
-
-def _file_key(path: str) -> tuple[int, int, int]:
-    """Identity of a file's contents as far as ``stat`` tells: inode, size, modification time."""
-    stat = os.stat(path)
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _level_px(coords: np.ndarray, downsample: float) -> np.ndarray:

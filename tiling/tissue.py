@@ -358,7 +358,7 @@ def _filter_areas(mask: np.ndarray, min_tissue_px: float, min_hole_px: float) ->
     count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
     keep = np.bincount(labels.ravel(), minlength=count) >= min_tissue_px
     keep[0] = False  # label 0 is the background
-    tissue = keep[labels]
+    tissue = mask if keep[1:].all() else keep[labels]
 
     count, labels = cv2.connectedComponents((~tissue).view(np.uint8), connectivity=4)
     # Background reaching the edge of the overview is outside the tissue, not a hole.
@@ -367,7 +367,7 @@ def _filter_areas(mask: np.ndarray, min_tissue_px: float, min_hole_px: float) ->
         enclosed[edge] = False
     fill = enclosed & (np.bincount(labels.ravel(), minlength=count) < min_hole_px)
     fill[0] = False  # label 0 is the tissue itself
-    return tissue | fill[labels]
+    return tissue | fill[labels] if fill.any() else tissue
 
 
 def _vectorise(
