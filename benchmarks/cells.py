@@ -26,6 +26,7 @@ bands, stitching, streamed table) and a naive loop (one ``read_region`` per wind
 cell kept in Python lists and written at the end).
 
     python benchmarks/cells.py --data ../shared/data/nuclei --eval-folds 2 --skip-slide
+    python benchmarks/cells.py --eval-folds 2 --skip-slide --segmenters classical
     python benchmarks/cells.py --data MONUSEG_FOLDER --out monuseg.json
 """
 
@@ -53,6 +54,7 @@ PUBLISHED = [
 METRICS = ("dice", "aji", "pq", "dq", "sq", "f1", "precision", "recall", "false_per_mm2")
 COLUMNS = ("segmenter", "tiles", *METRICS, "s/tile", "s/Mpx", "cpu s/Mpx", "train s", "note")
 DETECTION_UM = 3.0
+SEGMENTERS = ("otsu", "classical", "learned", "histomicstk")
 
 _HTK_SCRIPT = r"""
 import json, sys
@@ -175,7 +177,11 @@ def accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
     # (model, the tiles it never saw) per learned model of this run
     models: list[tuple[Any, list[Any]]] = []
     train_seconds, notes = 0.0, []
-    if args.learned_weights:
+    learned = "learned" in args.segmenters
+    if not learned and not args.learned_weights:
+        # the tiles a learned model would be scored on, without training it
+        models = [(None, [tiles[i] for i in ids]) for _, ids, _ in _learned_plan(args, tiles)]
+    elif args.learned_weights:
         model = LearnedSegmenter(args.learned_weights)
         seen = {t["id"] for t in model.card.get("data", {}).get("train_tiles", [])}
         unseen = [t for i, t in sorted(tiles.items()) if i not in seen]
@@ -206,28 +212,44 @@ def accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
     scored = sorted((t for _, chosen in models for t in chosen), key=lambda t: t.id)
     rows = []
-    for name, make, note in (
-        ("otsu", lambda t: _otsu(t.mpp), "naive baseline: Otsu + connected components"),
+    for group, name, make, note in (
+        ("otsu", "otsu", lambda t: _otsu(t.mpp), "naive baseline: Otsu + connected components"),
         (
+            "classical",
             "classical, no gate",
             lambda t: ClassicalSegmenter(mpp=t.mpp, gate=None),
             "defaults tuned on fold 1 of 2 of the shipped tiles",
         ),
-        ("classical", lambda t: ClassicalSegmenter(mpp=t.mpp), "with the non-nuclear gate"),
+        (
+            "classical",
+            "classical",
+            lambda t: ClassicalSegmenter(mpp=t.mpp),
+            "with the non-nuclear gate",
+        ),
     ):
-        labels, seconds = _run(make, scored)
-        rows.append(_row(name, scored, labels, seconds, note))
-    default_gate = models[0][0].gate
-    for name, gate in (("learned, no gate", None), ("learned", default_gate)):
+        if group in args.segmenters:
+            labels, seconds = _run(make, scored)
+            rows.append(_row(name, scored, labels, seconds, note))
+    if learned:
+        rows += _learned_rows(models, scored, "; ".join(notes), train_seconds)
+    if args.htk_python and "histomicstk" in args.segmenters:
+        rows += _htk_rows(args, scored)
+    return rows
+
+
+def _learned_rows(
+    models: list[tuple[Any, list[Any]]], scored: list[Any], note: str, train_seconds: float
+) -> list[dict[str, Any]]:
+    """The learned models' rows, without and with their default gate."""
+    rows = []
+    for name, gate in (("learned, no gate", None), ("learned", models[0][0].gate)):
         labels, seconds = {}, (0.0, 0.0)
         for model, chosen in models:
             model.gate = gate
             found, spent = _run(lambda t, model=model: model, chosen)
             labels |= found
             seconds = (seconds[0] + spent[0], seconds[1] + spent[1])
-        rows.append(_row(name, scored, labels, seconds, "; ".join(notes), train_seconds))
-    if args.htk_python:
-        rows += _htk_rows(args, scored)
+        rows.append(_row(name, scored, labels, seconds, note, train_seconds))
     return rows
 
 
@@ -405,6 +427,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="12k slide, 40 training steps")
     parser.add_argument("--size", type=int, default=50_000, help="synthetic slide side, px")
     parser.add_argument("--htk-python", help="python with histomicstk installed (a peer)")
+    parser.add_argument(
+        "--segmenters",
+        nargs="+",
+        choices=SEGMENTERS,
+        default=list(SEGMENTERS),
+        help="segmenters to score (histomicstk only with --htk-python; default: all)",
+    )
     parser.add_argument("--naive", action="store_true", help="also run the naive loop (full)")
     parser.add_argument("--skip-slide", action="store_true", help="accuracy only")
     parser.add_argument("--skip-accuracy", action="store_true", help="throughput only")

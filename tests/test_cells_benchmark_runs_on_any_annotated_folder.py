@@ -94,3 +94,32 @@ def test_the_benchmark_scores_every_segmenter_on_the_renamed_folder(monuseg_name
         assert row["s/tile"] > 0 and row["s/Mpx"] > 0 and row["cpu s/Mpx"] > 0
     assert rows["learned"]["train s"] > 0 and "fold 2/2" in rows["learned"]["note"]
     assert rows["classical"]["dice"] > 0.5
+
+
+def test_the_benchmark_scores_only_the_segmenters_asked_for(monuseg_named, tmp_path):
+    """``--segmenters classical`` scores the classical rows on the held-out fold, trains nothing."""
+    out = tmp_path / "cells.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARK),
+            "--data",
+            str(monuseg_named),
+            "--skip-slide",
+            "--eval-folds",
+            "2",
+            "--segmenters",
+            "classical",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["segmenter"]: r for r in json.loads(out.read_text())["accuracy"]}
+    assert set(rows) == {"classical", "classical, no gate"}
+    _, held_out = tuning_split(list(SHIPPED.values()))
+    assert all(row["tiles"] == len(held_out) for row in rows.values())
+    assert "learned" not in done.stdout
