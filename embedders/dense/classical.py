@@ -12,8 +12,10 @@ size given in µm so one configuration serves 20x and 40x:
 4. the split: distance transform, smoothed, plus ``intensity_weight`` µm per unit of
    haematoxylin (relative to the foreground's mean), so a dark core outweighs a
    bulge; one marker per local maximum within ``marker_um``; marker-controlled
-   watershed of its negation inside the foreground; instances smaller than
-   ``min_area_um2`` dropped;
+   watershed of its negation inside the foreground; neighbouring basins merged where
+   the lower peak stands less than ``marker_depth_px`` above the pass between them
+   (the split by h-maxima: two nuclei touch at a neck, the ripples of one do not);
+   instances smaller than ``min_area_um2`` dropped;
 5. outline refinement, ``refine_passes`` times: each nucleus gets its own threshold,
    ``refine_level`` of the way from the mean haematoxylin of the ring ``refine_um``
    around it to its own mean (a pale nucleus is not cut by a threshold set for dark
@@ -44,6 +46,7 @@ from embedders.dense.morphology import (
     drop_small,
     flood,
     label_means,
+    merge_shallow,
     peak_markers,
     ring_labels,
 )
@@ -71,6 +74,10 @@ class ClassicalConfig:
         Radius within which a distance maximum must be the highest to seed a nucleus.
     min_marker_um
         Smallest distance to the background a marker may have.
+    marker_depth_px
+        Least rise of a peak of the split's height above the pass to a higher one for
+        it to keep its own nucleus (0: every marker does). In pixels, as the ripples of
+        a pixel distance map are about a pixel deep at any resolution.
     min_area_um2
         Smallest nucleus kept.
     intensity_weight
@@ -94,8 +101,9 @@ class ClassicalConfig:
     local_window_um: float = 30.0
     local_offset: float = 0.05
     open_um: float = 0.5
-    marker_um: float = 2.5
+    marker_um: float = 1.0
     min_marker_um: float = 1.0
+    marker_depth_px: float = 1.0
     min_area_um2: float = 8.0
     intensity_weight: float = 0.5
     refine_passes: int = 2
@@ -118,6 +126,7 @@ class ClassicalConfig:
             f"{k}={v!r}"
             for k, v in {
                 "min_marker_um": self.min_marker_um,
+                "marker_depth_px": self.marker_depth_px,
                 "min_area_um2": self.min_area_um2,
                 "intensity_weight": self.intensity_weight,
                 "refine_passes": self.refine_passes,
@@ -197,7 +206,10 @@ class ClassicalSegmenter(Segmenter):
         markers = peak_markers(
             height, radius_px=c.px(c.marker_um), min_height=c.px(c.min_marker_um)
         )
-        return drop_small(flood(-height, markers, foreground), c.min_area_um2 / c.mpp**2)
+        basins = flood(-height, markers, foreground)
+        if c.marker_depth_px:
+            basins = merge_shallow(basins, height, c.marker_depth_px)
+        return drop_small(basins, c.min_area_um2 / c.mpp**2)
 
     def _refined(self, labels: np.ndarray, h: np.ndarray) -> np.ndarray:
         """Foreground of each nucleus re-thresholded between its ring's level and its own."""

@@ -78,6 +78,65 @@ def flood(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.nd
     return out
 
 
+def merge_shallow(labels: np.ndarray, height: np.ndarray, depth: float) -> np.ndarray:
+    """Watershed basins merged where a peak rises less than ``depth`` above its pass.
+
+    The basins of :func:`flood` on ``-height``: each basin's peak is its highest
+    ``height``, and the pass between two touching basins is the highest point of their
+    border (the larger of min(height) over 4-adjacent pixel pairs across it). Passes are
+    taken from the highest down; at each, the lower peak of the two groups it joins is
+    merged into the higher one when its dynamic (peak minus pass) is below ``depth``. The
+    result is the split by the h-maxima of ``height`` (markers that stand at least
+    ``depth`` out), without the morphological reconstruction those need.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``labels`` with every merged basin carrying its group's label (not renumbered).
+    """
+    n = int(labels.max(initial=0))
+    pairs, passes = _borders(labels, height, n)
+    if pairs.size == 0:
+        return labels
+    peak = np.zeros(n + 1, np.float64)
+    peak[1:] = ndimage.maximum(height, labels, np.arange(1, n + 1))
+    parent = np.arange(n + 1)
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for index in np.argsort(-passes, kind="stable").tolist():
+        a, b = root(int(pairs[index] // (n + 1))), root(int(pairs[index] % (n + 1)))
+        if a == b:
+            continue
+        low, high = (a, b) if peak[a] < peak[b] else (b, a)
+        if peak[low] - passes[index] < depth:
+            parent[low] = high
+    roots = np.array([root(x) for x in range(n + 1)], dtype=labels.dtype)
+    return roots[labels]
+
+
+def _borders(labels: np.ndarray, height: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Touching label pairs (as ``low * (n + 1) + high``) and the pass height of each."""
+    keys, heights = [], []
+    for a, b, ha, hb in (
+        (labels[:, :-1], labels[:, 1:], height[:, :-1], height[:, 1:]),
+        (labels[:-1], labels[1:], height[:-1], height[1:]),
+    ):
+        border = (a != b) & (a > 0) & (b > 0)
+        la, lb = a[border].astype(np.int64), b[border].astype(np.int64)
+        keys.append(np.minimum(la, lb) * (n + 1) + np.maximum(la, lb))
+        heights.append(np.minimum(ha[border], hb[border]))
+    key, value = np.concatenate(keys), np.concatenate(heights)
+    order = np.lexsort((value, key))
+    key, value = key[order], value[order]
+    last = np.append(key[1:] != key[:-1], True)  # each pair's highest crossing
+    return key[last], value[last]
+
+
 def ring_labels(labels: np.ndarray, width_px: float) -> np.ndarray:
     """Each instance's label on the background pixels within ``width_px`` of it (else 0).
 
