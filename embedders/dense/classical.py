@@ -217,8 +217,12 @@ class ClassicalSegmenter(Segmenter):
         n = int(labels.max(initial=0))
         if n == 0:
             return labels > 0
-        ring = ring_labels(labels, c.px(c.refine_um))
-        inner, outer = label_means(labels, h, n), label_means(ring, h, n)
-        threshold = np.concatenate([[np.inf], outer + c.refine_level * (inner - outer)])
-        own = np.maximum(labels, ring)
-        return clean_mask(h > threshold[own], c.px(c.open_um))
+        own = np.maximum(labels, ring_labels(labels, c.px(c.refine_um)))
+        flat, values = own.ravel(), h.ravel()
+        near = np.flatnonzero(flat)  # the nuclei and their rings
+        ids, inner = flat[near], labels.ravel()[near] > 0
+        means = [label_means(ids[part], values[near][part], n) for part in (inner, ~inner)]
+        threshold = means[1] + c.refine_level * (means[0] - means[1])
+        above = np.zeros(flat.size, bool)
+        above[near] = values[near] > threshold[ids - 1]
+        return clean_mask(above.reshape(h.shape), c.px(c.open_um))

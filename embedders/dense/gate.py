@@ -113,7 +113,7 @@ def instance_features(
     glass = optical_density(image.reshape(-1, 3)[around][None])[0].sum(axis=-1) < GLASS_OD
     inside = np.flatnonzero(labels)
     ids = labels.ravel()[inside]
-    mean_h = label_means(labels, h, n)
+    mean_h = label_means(ids, h.ravel()[inside], n)
     ys, xs = (v.astype(np.float64) for v in np.divmod(inside, labels.shape[1]))
     my, mx = label_means(ids, ys, n), label_means(ids, xs, n)
     vyy = label_means(ids, ys * ys, n) - my**2 + 1 / 12
@@ -132,8 +132,8 @@ def instance_features(
     major, minor = (vxx + vyy) / 2 + spread, np.maximum((vxx + vyy) / 2 - spread, 1e-6)
     return {
         "haematoxylin": mean_h,
-        "h_fraction": mean_h / np.maximum(mean_h + label_means(labels, e, n), 1e-6),
-        "contrast": mean_h - label_means(ring, h, n),
+        "h_fraction": mean_h / np.maximum(mean_h + label_means(ids, e.ravel()[inside], n), 1e-6),
+        "contrast": mean_h - label_means(ring_ids, h.ravel()[around], n),
         "elongation": np.sqrt(major / minor),
         "glass_fraction": label_means(ring_ids, glass.astype(np.float64), n),
         "group_area_um2": group_area[group_of[1:]],
@@ -175,4 +175,4 @@ def gate_instances(
         )
     )
     lookup = np.concatenate([[0], np.where(keep, 1, 0)]).astype(np.int32)
-    return drop_small(labels * lookup[labels], 1)
+    return drop_small(labels * np.take(lookup, labels), 1)

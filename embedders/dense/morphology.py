@@ -98,8 +98,9 @@ def merge_shallow(labels: np.ndarray, height: np.ndarray, depth: float) -> np.nd
     pairs, passes = _borders(labels, height, n)
     if pairs.size == 0:
         return labels
-    peak = np.zeros(n + 1, np.float64)
-    peak[1:] = ndimage.maximum(height, labels, np.arange(1, n + 1))
+    inside = np.flatnonzero(labels)
+    peak = np.full(n + 1, -np.inf, np.result_type(height.dtype, np.float32))  # ufunc.at: no cast
+    np.maximum.at(peak, labels.ravel()[inside], height.ravel()[inside])
     parent = np.arange(n + 1)
 
     def root(x: int) -> int:
@@ -116,7 +117,7 @@ def merge_shallow(labels: np.ndarray, height: np.ndarray, depth: float) -> np.nd
         if peak[low] - passes[index] < depth:
             parent[low] = high
     roots = np.array([root(x) for x in range(n + 1)], dtype=labels.dtype)
-    return roots[labels]
+    return np.take(roots, labels)
 
 
 def _borders(labels: np.ndarray, height: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,4 +161,4 @@ def drop_small(labels: np.ndarray, min_area_px: float) -> np.ndarray:
     keep[0] = False
     lookup = np.zeros(len(areas), np.int32)
     lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lookup[labels]
+    return np.take(lookup, labels)
