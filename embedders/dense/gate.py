@@ -30,10 +30,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from embedders.dense.deconvolution import optical_density, stain_concentrations
-from embedders.dense.morphology import disk, drop_small, label_means, ring_labels
+from embedders.dense.morphology import components, disk, drop_small, label_means, ring_labels
 
 #: Summed RGB optical density below which a pixel is glass (unstained background).
 GLASS_OD = 0.15
@@ -122,7 +121,7 @@ def instance_features(
     mask = labels > 0
     if group_gap_um > 0:
         mask = cv2.dilate(mask.astype(np.uint8), disk(group_gap_um / (2 * mpp))) > 0
-    groups, n_groups = ndimage.label(mask)
+    groups, n_groups = components(mask)
     group_of = np.zeros(n + 1, np.int64)
     group_of[ids] = groups.ravel()[inside]
     group_area = np.bincount(group_of[ids], minlength=n_groups + 1) * mpp**2
