@@ -71,6 +71,7 @@ COLUMNS = [
     "end-to-end tiles/s",
     "e2e x floor",
     "start-up s",
+    "loader wait s",
     "peak RSS MB",
     "actor RSS MB",
     "GPU util %",
@@ -138,27 +139,38 @@ def kept_tiles(project: Path, limit: int | None = None) -> list[tuple[Path, np.n
 
 # -- resource sampling -------------------------------------------------------------------
 class Sampler:
-    """Polls the largest embedder-actor RSS and the GPU utilisation while a run lasts."""
+    """Polls the largest embedder-actor RSS and the GPU utilisation while a run lasts.
 
-    def __init__(self) -> None:
+    Polling scans every process (about 3.5 ms of CPU and some GIL time each), so
+    it runs only when there is something to sample: actors (``actors=True``) or
+    a GPU. Measuring the local executor, it would otherwise be a thread of the
+    measured process taking the cores the model is measured on.
+    """
+
+    def __init__(self, *, actors: bool) -> None:
         self.actor_rss_mb = 0.0
         self.gpu: list[float] = []
+        self._actors = actors
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Sampler:
-        self._thread.start()
+        import torch
+
+        if self._actors or torch.cuda.is_available():
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         import psutil
 
-        while not self._stop.wait(0.2):
-            for proc in psutil.process_iter(["cmdline", "memory_info"]):
+        while not self._stop.wait(0.5):
+            for proc in psutil.process_iter(["cmdline", "memory_info"]) if self._actors else ():
                 title = " ".join(proc.info["cmdline"] or [])
                 if "StageWorker" in title and proc.info["memory_info"] is not None:
                     rss = proc.info["memory_info"].rss / 2**20
@@ -288,7 +300,7 @@ def run_ours(args: argparse.Namespace) -> list[dict[str, Any]]:
     ids = [path.name.removesuffix(".zarr") for path, _ in kept_tiles(project, args.max_tiles)]
     if args.actors:
         ensure_ray("local", num_cpus=os.cpu_count())  # part of the end-to-end time
-    with Sampler() as sampler:
+    with Sampler(actors=bool(args.actors)) as sampler:
         report = embed_cohort(
             project,
             args.model,
@@ -311,7 +323,8 @@ def run_ours(args: argparse.Namespace) -> list[dict[str, Any]]:
             "tiles/s": report.tiles_per_s,
             "end-to-end tiles/s": report.tiles_done / wall,
             "start-up s": wall - report.work_seconds,
-            "actor RSS MB": sampler.actor_rss_mb,
+            "loader wait s": sum(r.details.get("loader_wait_s", 0.0) for r in report.results),
+            "actor RSS MB": sampler.actor_rss_mb if args.actors else "",
             "GPU util %": sampler.gpu_mean,
         }
     ]
@@ -355,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mpp", type=float, default=0.5)
     parser.add_argument("--tile-px", type=int, default=224)
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        help="embedder names (space- or comma-separated)",
+    )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/embedding.json)")
     # Inside a measuring subprocess:
     parser.add_argument("--_run", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
@@ -399,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no slide in {project} has {MIN_TILES} kept tiles")
         print(f"project {project}: {n_tiles} kept tiles of {args.tile_px} px", file=sys.stderr)
         rows: list[dict[str, Any]] = []
-        for model in args.models.split(","):
+        for model in [m for item in args.models for m in item.split(",") if m]:
             common = ["--floor-tiles", str(floor_tiles), "--batch-sizes", str(batch)]
             if MODELS.get(model):
                 common += ["--weights", MODELS[model]]
