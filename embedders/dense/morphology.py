@@ -97,8 +97,10 @@ def merge_shallow(labels: np.ndarray, height: np.ndarray, depth: float) -> np.nd
     border (the larger of min(height) over 4-adjacent pixel pairs across it). Passes are
     taken from the highest down; at each, the lower peak of the two groups it joins is
     merged into the higher one when its dynamic (peak minus pass) is below ``depth``. The
-    result is the split by the h-maxima of ``height`` (markers that stand at least
-    ``depth`` out), without the morphological reconstruction those need.
+    result approximates a watershed from the h-maxima of ``height`` (peaks that stand at
+    least ``depth`` out; the borders are those of the merged basins, and a part without
+    a peak that high keeps its basin) without the morphological reconstruction h-maxima
+    need (about a second per 1000² tile in scikit-image).
 
     Returns
     -------
