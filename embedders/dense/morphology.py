@@ -156,8 +156,10 @@ def ring_labels(labels: np.ndarray, width_px: float) -> np.ndarray:
 
     Where two instances' rings meet, the higher label wins.
     """
-    grown = cv2.dilate(labels.astype(np.float32), disk(width_px)).astype(np.int32)
-    return np.where(labels == 0, grown, 0)
+    # OpenCV dilates 16-bit integers 2-3x faster than float32 (exact up to 2**24 labels)
+    fits = int(labels.max(initial=0)) <= np.iinfo(np.uint16).max
+    grown = cv2.dilate(labels.astype(np.uint16 if fits else np.float32), disk(width_px))
+    return np.where(labels == 0, grown.astype(np.int32), 0)
 
 
 def label_means(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
