@@ -25,6 +25,7 @@ that look like nuclei in one respect and not in others. Each instance is measure
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -88,6 +89,15 @@ class GateConfig:
         return asdict(self)
 
 
+def _means_over(ids: np.ndarray, n: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Per label 1..n, the mean of values given for the pixels labelled ``ids``.
+
+    :func:`.morphology.label_means` with the pixel count taken once for every mean.
+    """
+    count = np.maximum(np.bincount(ids, minlength=n + 1)[1 : n + 1], 1)
+    return lambda values: np.bincount(ids, weights=values, minlength=n + 1)[1 : n + 1] / count
+
+
 def instance_features(
     labels: np.ndarray,
     image: np.ndarray,
@@ -112,12 +122,13 @@ def instance_features(
     glass = optical_density(image.reshape(-1, 3)[around][None])[0].sum(axis=-1) < GLASS_OD
     inside = np.flatnonzero(labels)
     ids = labels.ravel()[inside]
-    mean_h = label_means(ids, h.ravel()[inside], n)
+    mean, ring_mean = _means_over(ids, n), _means_over(ring_ids, n)
+    mean_h = mean(h.ravel()[inside])
     ys, xs = (v.astype(np.float64) for v in np.divmod(inside, labels.shape[1]))
-    my, mx = label_means(ids, ys, n), label_means(ids, xs, n)
-    vyy = label_means(ids, ys * ys, n) - my**2 + 1 / 12
-    vxx = label_means(ids, xs * xs, n) - mx**2 + 1 / 12
-    vxy = label_means(ids, xs * ys, n) - mx * my
+    my, mx = mean(ys), mean(xs)
+    vyy = mean(ys * ys) - my**2 + 1 / 12
+    vxx = mean(xs * xs) - mx**2 + 1 / 12
+    vxy = mean(xs * ys) - mx * my
     mask = labels > 0
     if group_gap_um > 0:
         mask = cv2.dilate(mask.astype(np.uint8), disk(group_gap_um / (2 * mpp))) > 0
@@ -131,10 +142,10 @@ def instance_features(
     major, minor = (vxx + vyy) / 2 + spread, np.maximum((vxx + vyy) / 2 - spread, 1e-6)
     return {
         "haematoxylin": mean_h,
-        "h_fraction": mean_h / np.maximum(mean_h + label_means(ids, e.ravel()[inside], n), 1e-6),
-        "contrast": mean_h - label_means(ring_ids, h.ravel()[around], n),
+        "h_fraction": mean_h / np.maximum(mean_h + mean(e.ravel()[inside]), 1e-6),
+        "contrast": mean_h - ring_mean(h.ravel()[around]),
         "elongation": np.sqrt(major / minor),
-        "glass_fraction": label_means(ring_ids, glass.astype(np.float64), n),
+        "glass_fraction": ring_mean(glass.astype(np.float64)),
         "group_area_um2": group_area[group_of[1:]],
         "group_glass_fraction": np.concatenate([[0.0], group_glass])[group_of[1:]],
     }
