@@ -37,11 +37,12 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     The result of :func:`scipy.ndimage.binary_fill_holes` (4-connected background), from
     one labelling of the background instead of repeated dilations.
     """
-    background, _ = components(~mask)
-    border = np.unique(
-        np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
-    )
-    return ~np.isin(background, border[border > 0])
+    background, n = components(~mask)
+    outside = np.zeros(n + 1, bool)  # background parts touching the border, by label
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        outside[edge] = True
+    outside[0] = False
+    return ~np.take(outside, background)
 
 
 def peak_markers(height: np.ndarray, *, radius_px: float, min_height: float) -> np.ndarray:
