@@ -77,7 +77,8 @@ class ClassicalConfig:
     marker_depth_px
         Least rise of a peak of the split's height above the pass to a higher one for
         it to keep its own nucleus (0: every marker does). In pixels, as the ripples of
-        a pixel distance map are about a pixel deep at any resolution.
+        a pixel distance map are about a pixel deep at any resolution. 1 px scores the
+        same on the tuning tiles but merges touching nuclei of the synthetic slides.
     min_area_um2
         Smallest nucleus kept.
     intensity_weight
@@ -103,7 +104,7 @@ class ClassicalConfig:
     open_um: float = 0.5
     marker_um: float = 1.0
     min_marker_um: float = 1.0
-    marker_depth_px: float = 1.0
+    marker_depth_px: float = 0.75
     min_area_um2: float = 8.0
     intensity_weight: float = 0.5
     refine_passes: int = 2

@@ -146,6 +146,8 @@ def _borders(labels: np.ndarray, height: np.ndarray, n: int) -> tuple[np.ndarray
         keys.append(np.minimum(la, lb) * (n + 1) + np.maximum(la, lb))
         heights.append(np.minimum(ha[border], hb[border]))
     key, value = np.concatenate(keys), np.concatenate(heights)
+    if key.size == 0:
+        return key, value
     order = np.lexsort((value, key))
     key, value = key[order], value[order]
     last = np.append(key[1:] != key[:-1], True)  # each pair's highest crossing
