@@ -13,7 +13,8 @@ memory, so every method must stream). ``--work`` keeps the stores between runs.
 One epoch per row, fresh model each time, one bag per step (CLAM's setting):
 
 - ``ours``: :func:`mil.fit` (reads the next bag on a loader thread while the
-  model trains on the current one);
+  model trains on the current one; bfloat16 autocast on CPUs with AMX tiles), and
+  ``ours, float32``: the same with ``amp=False``;
 - ``naive per-bag loop``: read a bag, then forward/backward/step, in one
   thread, as CLAM's reference trainer does;
 - ``floor: read only``: every bag read and converted, no model;
@@ -32,6 +33,13 @@ Small bags (``--no-small`` skips): a Musk2-sized set held in memory (102 bags,
 - ``ours (mil.fit), batch 1`` and ``ours (mil.fit), batch N`` (padded, masked,
   size-bucketed batches of ``--small-batch`` bags).
 
+Every row gives wall seconds and CPU seconds (every thread of the process):
+on a machine shared with other work, wall time depends on what else runs and
+CPU time much less, so compare ratios within one run and read both.
+
+The bag count can be scaled down (``--bags 100``) keeping the per-bag size: an
+epoch's cost is linear in the bag count.
+
 Then peak RSS of one epoch (and of inference) on a single 200,000 × ``--dim``
 bag, each in a fresh process: the whole bag, and capped with ``max_instances``.
 """
@@ -39,6 +47,7 @@ bag, each in a fresh process: the whole bag, and capped with ``max_instances``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -169,13 +178,14 @@ def epoch_rows(source: StoreBags, heads: list[str], rounds: int = 1) -> list[dic
         def naive(head: str = head) -> None:
             _per_bag_loop(source, _step_fn(_head(head, source.dim), _ours_loss))
 
-        def ours(head: str = head) -> None:
-            config = TrainConfig(epochs=1, patience=None, lr=2e-4, schedule="constant")
+        def ours(head: str = head, amp: bool = True) -> None:
+            config = TrainConfig(epochs=1, patience=None, lr=2e-4, schedule="constant", amp=amp)
             fit(_head(head, source.dim), task, source, None, config)
 
         methods[head, "floor: compute only"] = compute_only
         methods[head, "naive per-bag loop"] = naive
         methods[head, "ours (mil.fit)"] = ours
+        methods[head, "ours, float32 (amp=False)"] = functools.partial(ours, head, False)
         if _torchmil(head, source.dim) is not None:
 
             def peer(head: str = head) -> None:
@@ -185,26 +195,38 @@ def epoch_rows(source: StoreBags, heads: list[str], rounds: int = 1) -> list[dic
 
             methods[head, "torchmil, same encoder, per-bag loop"] = peer
     best = dict.fromkeys(methods, float("inf"))
+    cpu = dict.fromkeys(methods, float("inf"))
     for _ in range(rounds):
         for key, run in methods.items():
-            start = time.perf_counter()
-            run()
-            seconds = time.perf_counter() - start
-            best[key] = min(best[key], seconds)
-            print(f"{key[0]:9s} {key[1]:38s} {seconds:8.1f} s/epoch", flush=True)
+            seconds, cpu_seconds = _timed(run)
+            best[key], cpu[key] = min(best[key], seconds), min(cpu[key], cpu_seconds)
+            print(
+                f"{key[0]:9s} {key[1]:38s} {seconds:8.1f} s/epoch {cpu_seconds:8.1f} CPU s",
+                flush=True,
+            )
     rows = [
-        {"head": head, "method": method, "s/epoch": seconds, "bags/s": n / seconds}
+        {"head": head, "method": method, "s/epoch": seconds, "CPU s/epoch": cpu[head, method],
+         "bags/s": n / seconds}
         for (head, method), seconds in best.items()
-    ]
+    ]  # fmt: skip
     read = best["-", "floor: read only"]
     for row in rows:
         head = row["head"]
         if (head, "naive per-bag loop") in best:
             row["× naive"] = best[head, "naive per-bag loop"] / row["s/epoch"]
             row["floor / this"] = max(best[head, "floor: compute only"], read) / row["s/epoch"]
-        if (head, "torchmil, same encoder, per-bag loop") in best:
-            row["× torchmil"] = best[head, "torchmil, same encoder, per-bag loop"] / row["s/epoch"]
+        peer = (head, "torchmil, same encoder, per-bag loop")
+        if peer in best:
+            row["× torchmil"] = best[peer] / row["s/epoch"]
+            row["× torchmil CPU"] = cpu[peer] / row["CPU s/epoch"]
     return rows
+
+
+def _timed(run: Callable[[], None]) -> tuple[float, float]:
+    """Wall and CPU seconds (every thread of this process) of ``run()``."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def musk2_sized(seed: int = 0) -> BagTable:
@@ -282,21 +304,27 @@ def small_bag_rows(table: BagTable, name: str, batch: int, rounds: int = 3) -> l
         if peer is not None:
             methods[f"torchmil, {label}"] = (peer, 1)
     best = dict.fromkeys(methods, float("inf"))
+    cpu = dict.fromkeys(methods, float("inf"))
     for _ in range(rounds):
         for method, (run, epochs) in methods.items():
-            start = time.perf_counter()
-            for _ in range(5 // epochs):
-                run()
-            best[method] = min(best[method], (time.perf_counter() - start) / 5)
+
+            def five_epochs(run: Callable[[], None] = run, times: int = 5 // epochs) -> None:
+                for _ in range(times):
+                    run()
+
+            seconds, cpu_seconds = _timed(five_epochs)
+            best[method] = min(best[method], seconds / 5)
+            cpu[method] = min(cpu[method], cpu_seconds / 5)
     torch.set_num_threads(threads)
-    peer = best.get("torchmil, per-bag loop")
+    peer = "torchmil, per-bag loop"
     rows = []
     for method, seconds in best.items():
         rows.append({
-            "bags": name, "method": method, "s/epoch": seconds,
-            "× torchmil per-bag": peer / seconds if peer else "",
+            "bags": name, "method": method, "s/epoch": seconds, "CPU s/epoch": cpu[method],
+            "× torchmil per-bag": best[peer] / seconds if peer in best else "",
+            "× torchmil per-bag CPU": cpu[peer] / cpu[method] if peer in cpu else "",
         })  # fmt: skip
-        print(f"{name:14s} {method:40s} {seconds:8.4f} s/epoch", flush=True)
+        print(f"{name:14s} {method:40s} {seconds:8.4f} s/epoch {cpu[method]:8.4f} CPU s")
     return rows
 
 
@@ -388,7 +416,10 @@ def main() -> None:
             f"(float16 stores), batch 1, CPU ({torch.get_num_threads()} torch threads), "
             f"best of {args.rounds} round(s)"
         )
-        columns = ["head", "method", "s/epoch", "bags/s", "× naive", "floor / this", "× torchmil"]
+        columns = [
+            "head", "method", "s/epoch", "CPU s/epoch", "bags/s", "× naive", "floor / this",
+            "× torchmil", "× torchmil CPU",
+        ]  # fmt: skip
         print_table(rows, columns)
     if memory:
         print(f"\nPeak RSS on one {HUGE_BAG:,}-instance bag (fresh process each)")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mil.data import BagSource, BagTable, sample_rows
+from mil.data import BagSource, BagTable, bag_tensor, sample_rows
 from mil.errors import MILError
 from mil.models.base import HeadOutput, MILHead
 from mil.tasks import Classification, Task
@@ -69,7 +69,13 @@ class TrainConfig:
     standardize
         Standardise features with the training bags' mean and std (kept in the model).
     amp
-        Mixed precision when training on CUDA (ignored on CPU).
+        Mixed precision: float16 on CUDA; on CPUs with AMX tiles, bfloat16 for
+        the steps whose input holds at least ``CPU_AMP_VALUES`` values (bags ×
+        instances × features), where AMX runs the products about eight times
+        faster than float32 (an epoch of 5,000 × 1,024 bags about twice as fast;
+        smaller steps gain nothing and stay float32, so classical MIL sets train
+        exactly as without it); ignored on other CPUs. Master weights, the loss and
+        the optimiser stay float32; inference is float32.
     grad_clip
         Clip the gradient norm to this value.
     seed
@@ -207,7 +213,7 @@ class _TrainingBags:
                 dropout=self.config.instance_dropout,
                 rng=np.random.default_rng([self.config.seed, self.epoch, i]),
             )
-        return torch.from_numpy(np.ascontiguousarray(self.source.features(i, rows))), i
+        return bag_tensor(self.source, i, rows), i
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
         """Bags ``indices`` read and padded into one batch (see :func:`pad_batch`)."""
@@ -339,6 +345,27 @@ def _optimizer_kernel(device: torch.device) -> dict[str, bool]:
     return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
 
 
+#: Input values (bags × instances × features) from which a CPU step runs in bfloat16 with
+#: ``amp``: one 1,024 × 1,024 bag trains ~2× faster on AMX, a 256-row one ~1.2×, Musk-sized
+#: batches no faster (the casts cost what the products save).
+CPU_AMP_VALUES = 2**20
+
+
+def _mixed_precision(device: torch.device) -> bool:
+    """Whether autocast can pay on ``device``: CUDA, or a CPU with AMX tiles.
+
+    Without AMX, CPU bfloat16 products are no faster than float32 ones (or slower).
+    """
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and torch.cpu._is_amx_tile_supported()
+
+
+def _autocast_step(device: torch.device, x: torch.Tensor, amp: bool) -> bool:
+    """Whether this step of input ``x`` runs under autocast (see ``TrainConfig.amp``)."""
+    return amp and (device.type != "cpu" or x.numel() >= CPU_AMP_VALUES)
+
+
 def _monitor(task: Task, config: TrainConfig) -> tuple[str, bool]:
     name = config.monitor or task.monitor[0]
     return name, name in LOWER_IS_BETTER
@@ -398,8 +425,8 @@ def fit(
         weight = torch.from_numpy(len(targets) / (task.n_out * np.maximum(counts, 1))).to(device)
     target_tensor = torch.from_numpy(targets)
     sizes = np.array([train.size(i) for i in range(len(train))])
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    use_amp = config.amp and _mixed_precision(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
     dataset = _TrainingBags(train, config)
     threads = 0 if isinstance(train, BagTable) else config.loader_threads
     monitor, lower = _monitor(task, config)
@@ -435,8 +462,9 @@ def fit(
                 target = target_tensor[index].to(device)
                 if mask is not None:
                     mask = mask.to(device)
-                with torch.autocast(device.type, enabled=use_amp):
-                    out = model(x.to(device), mask, task.classes_of(target))
+                x = x.to(device)
+                with torch.autocast(device.type, enabled=_autocast_step(device, x, use_amp)):
+                    out = model(x, mask, task.classes_of(target))
                     loss = compose_loss(task, head, out, target, weight)
                 scaler.scale(loss / config.accumulate).backward()
                 running, steps = running + float(loss.detach()), steps + 1
@@ -528,7 +556,7 @@ def predict_bags(
     model.eval()
     logits, scores = [], []
     for batch in _inference_batches(source, max_rows):
-        bags = [(torch.from_numpy(np.ascontiguousarray(source.features(i))), i) for i in batch]
+        bags = [(bag_tensor(source, i), i) for i in batch]
         x, mask, _ = pad_batch(bags)
         out = model(x.to(device), None if mask is None else mask.to(device))
         logits.append(out.logits.float().cpu())

@@ -8,6 +8,9 @@
 - Size-bucketed batches hold every bag once per epoch, with far less padding
   than random batches of heavy-tailed bags.
 - Batched inference gives the predictions and scores of one-bag-at-a-time inference.
+- Under bfloat16 autocast the first layer standardises before its product, so raw
+  features far from 0 keep their differences; ``amp`` on the CPU turns bfloat16 on
+  only for big steps: small bags train exactly as in float32.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from mil_fixtures import one_torch_thread, witness_table  # noqa: F401 (autouse)
 from mil.models import create_head
 from mil.models.base import Dropout
 from mil.tasks import create_task
-from mil.train import MILModel, TrainConfig, _epoch_batches, predict_bags
+from mil.train import (
+    CPU_AMP_VALUES,
+    MILModel,
+    TrainConfig,
+    _autocast_step,
+    _epoch_batches,
+    fit,
+    predict_bags,
+)
 
 
 def test_folded_standardisation_equals_standardising_the_input():
@@ -99,3 +110,36 @@ def test_batched_inference_equals_one_bag_at_a_time():
         np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-6)
         for a, b in zip(scores, scores_one, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_autocast_first_layer_keeps_the_differences_of_features_far_from_zero():
+    torch.manual_seed(0)
+    offset = torch.linspace(-3e4, 3e4, 64)  # raw features 10^4 σ from 0, as in Fox
+    x = torch.randn(2, 50, 64) + offset
+    model = MILModel(create_head("abmil", in_dim=64, n_out=2, hidden_dim=32, dropout=0.0))
+    with torch.no_grad():
+        model.mean.copy_(offset)
+    plain = model(x).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(x).logits.float()
+    # bfloat16 keeps ~3 digits of the standardised values; folded into the weights it
+    # would keep ~3 digits of 3·10^4 and lose the features altogether.
+    torch.testing.assert_close(mixed, plain, atol=0.05, rtol=0.05)
+
+
+def test_cpu_amp_runs_only_big_steps_in_bfloat16():
+    cpu = torch.device("cpu")
+    small, big = torch.zeros(4, 300, 166), torch.zeros(1, CPU_AMP_VALUES // 1024, 1024)
+    assert not _autocast_step(cpu, small, amp=True)
+    assert _autocast_step(cpu, big, amp=True)
+    assert not _autocast_step(cpu, big, amp=False)
+    table = witness_table(16)
+    task = create_task("classification", table.labels)
+    trained = []
+    for amp in (True, False):
+        torch.manual_seed(0)
+        model = MILModel(create_head("abmil", in_dim=table.dim, n_out=2, hidden_dim=16))
+        config = TrainConfig(epochs=2, batch_size=4, patience=None, standardize=True, amp=amp)
+        fit(model, task, table, None, config)
+        trained.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(trained[0], trained[1])

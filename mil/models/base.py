@@ -49,6 +49,11 @@ class InputLinear(nn.Linear):
     standardised head costs one small matrix operation per step and none per
     instance, and gradients are those of the standardised layer. ``mean`` and
     ``std`` are buffers (0 and 1 until the trainer fits them).
+
+    Under autocast the input is standardised first (one fused pass) and the
+    product runs on the standardised values: in bfloat16 or float16 the folded
+    form would cancel ``(W/σ)·x`` against ``(W/σ)·μ`` and lose the differences
+    standardisation measures (raw features sit up to 10⁵ σ from 0 in Fox).
     """
 
     def __init__(self, in_dim: int, out_dim: int):
@@ -57,6 +62,10 @@ class InputLinear(nn.Linear):
         self.register_buffer("std", torch.ones(in_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            scale = self.std.reciprocal()
+            x = torch.addcmul(-self.mean * scale, x.float(), scale)
+            return F.linear(x, self.weight, self.bias)
         weight = self.weight / self.std
         return F.linear(x, weight, torch.addmv(self.bias, weight, self.mean, alpha=-1))
 
