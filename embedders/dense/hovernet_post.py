@@ -111,7 +111,8 @@ def distance_instances(
 ) -> np.ndarray:
     """Instance map from a predicted nucleus probability alone, by distance-peak watershed.
 
-    The classical segmenter's split (same µm defaults) on the network's foreground:
+    A distance-peak split like the classical segmenter's first one (its 2.5 µm markers,
+    without its shallow-basin merge or outline refinement) on the network's foreground:
     NP ≥ 0.5, opened and hole-filled; one marker per peak of the smoothed distance to
     the background within ``marker_um``; marker-controlled watershed. Unlike
     :func:`hovernet_instances` every foreground blob gets at least one marker (its
