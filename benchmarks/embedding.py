@@ -17,8 +17,13 @@ own subprocess so its peak memory is its own:
   actor per core, and in this process (the ``local`` executor, which a cohort of
   a few slides gets by default). "tiles/s" is the steady rate (from the moment
   the workers are ready: start-up excluded, shown apart as "start-up s");
-  "end-to-end tiles/s" divides by the whole wall time, Ray's start included;
-  "x floor" divides by the best floor.
+  "end-to-end tiles/s" divides by the whole wall time, Ray's start included.
+
+"x floor" divides by the floor at the batch size every method uses, measured
+twice, before and after the other rows, and averaged: on a shared machine the
+load moves while the rows run, and the second floor shows by how much ("floor
+drift", after / before, also in the JSON). Rows with more actors than measured
+slides are not run (the stage would start one actor per slide).
 
 Every method uses the same batch size (``--batch-size``, default the CPU default
 of :data:`embedders.run.CPU_BATCH_SIZE`). ``--tiles N`` sizes the synthetic slide
@@ -412,11 +417,13 @@ def main(argv: list[str] | None = None) -> int:
             tile_px=args.tile_px,
             synthetic_px=8192 if args.quick else synthetic_side_px(args.tiles),
         )
-        n_tiles = sum(len(k) for _, k in kept_tiles(project, max_tiles))
+        measured = kept_tiles(project, max_tiles)
+        n_tiles = sum(len(k) for _, k in measured)
         if not n_tiles:
             raise SystemExit(f"no slide in {project} has {MIN_TILES} kept tiles")
         print(f"project {project}: {n_tiles} kept tiles of {args.tile_px} px", file=sys.stderr)
         rows: list[dict[str, Any]] = []
+        drift: dict[str, float] = {}
         for model in [m for item in args.models for m in item.split(",") if m]:
             common = ["--floor-tiles", str(floor_tiles), "--batch-sizes", str(batch)]
             if MODELS.get(model):
@@ -427,9 +434,19 @@ def main(argv: list[str] | None = None) -> int:
             found = measure("floor", model, project, [*common, "--batch-sizes", floor_batches])
             found += measure("naive", model, project, common)
             found += measure("clam", model, project, common)
-            for actors in sorted({0, 1, cores}):
+            for actors in sorted({0, 1, min(cores, len(measured))}):
                 found += measure("ours", model, project, [*common, "--actors", str(actors)])
-            best = max((r.get("tiles/s", 0) for r in found if "floor" in r["method"]), default=0)
+            after = measure("floor", model, project, common)
+            for row in after:
+                row["method"] = row["method"].replace("only", "only, after the rows")
+            found += after
+            floors = [
+                r["tiles/s"] for r in found if "floor" in r["method"] and r.get("batch") == batch
+            ]
+            best = float(np.mean(floors)) if floors else 0.0
+            if len(floors) == 2:
+                drift[model] = floors[1] / floors[0]
+                print(f"{model}: floor drift (after / before) {drift[model]:.2f}", file=sys.stderr)
             for row in found:
                 if best and row.get("tiles/s"):
                     row["x floor"] = row["tiles/s"] / best
@@ -448,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             "cores": cores,
             "batch_size": batch,
             "tiles": n_tiles,
+            "floor_drift": drift,
             "mpp": args.mpp,
             "tile_px": args.tile_px,
             "rows": rows,
