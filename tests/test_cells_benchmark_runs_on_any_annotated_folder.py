@@ -27,6 +27,18 @@ SHIPPED = {
 }
 
 
+def _run_benchmark(data: Path, tmp_path: Path, *options: str) -> tuple[str, dict[str, dict]]:
+    """Run the benchmark as a fresh process on ``data``; its stdout and accuracy rows by name."""
+    out = tmp_path / "cells.json"
+    command = [sys.executable, str(BENCHMARK), "--data", str(data), "--skip-slide", *options]
+    done = subprocess.run(
+        [*command, "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["segmenter"]: r for r in json.loads(out.read_text())["accuracy"]}
+    return done.stdout, rows
+
+
 @pytest.fixture(scope="module")
 def monuseg_named(shared_data, tmp_path_factory):
     """Crops of four shipped tiles, renamed the MoNuSeg way, with a manifest of µm/px."""
@@ -66,27 +78,7 @@ def test_fewer_tiles_than_folds_is_one_clear_error():
 
 @pytest.mark.slow  # a subprocess importing torch and training twice: ~70 s on a busy machine
 def test_the_benchmark_scores_every_segmenter_on_the_renamed_folder(monuseg_named, tmp_path):
-    out = tmp_path / "cells.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARK),
-            "--data",
-            str(monuseg_named),
-            "--skip-slide",
-            "--steps",
-            "2",
-            "--threads",
-            "1",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = {r["segmenter"]: r for r in json.loads(out.read_text())["accuracy"]}
+    _, rows = _run_benchmark(monuseg_named, tmp_path, "--steps", "2", "--threads", "1")
     assert {"otsu", "classical", "classical, no gate", "learned", "learned, no gate"} <= set(rows)
     for row in rows.values():
         assert row["tiles"] == 4
@@ -98,28 +90,10 @@ def test_the_benchmark_scores_every_segmenter_on_the_renamed_folder(monuseg_name
 
 def test_the_benchmark_scores_only_the_segmenters_asked_for(monuseg_named, tmp_path):
     """``--segmenters classical`` scores the classical rows on the held-out fold, trains nothing."""
-    out = tmp_path / "cells.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARK),
-            "--data",
-            str(monuseg_named),
-            "--skip-slide",
-            "--eval-folds",
-            "2",
-            "--segmenters",
-            "classical",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    stdout, rows = _run_benchmark(
+        monuseg_named, tmp_path, "--eval-folds", "2", "--segmenters", "classical"
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = {r["segmenter"]: r for r in json.loads(out.read_text())["accuracy"]}
     assert set(rows) == {"classical", "classical, no gate"}
     _, held_out = tuning_split(list(SHIPPED.values()))
     assert all(row["tiles"] == len(held_out) for row in rows.values())
-    assert "learned" not in done.stdout
+    assert "learned" not in stdout
