@@ -8,6 +8,8 @@
 - Size-bucketed batches hold every bag once per epoch, with far less padding
   than random batches of heavy-tailed bags.
 - Batched inference gives the predictions and scores of one-bag-at-a-time inference.
+- ABMIL runs a padded batch's encoder and attention on its real rows only, with
+  the outputs and gradients of each bag run alone.
 - Under bfloat16 autocast the first layer standardises before its product, so raw
   features far from 0 keep their differences; ``amp`` on the CPU turns bfloat16 on
   only for big steps: small bags train exactly as in float32.
@@ -143,3 +145,25 @@ def test_cpu_amp_runs_only_big_steps_in_bfloat16():
         fit(model, task, table, None, config)
         trained.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(trained[0], trained[1])
+
+
+@pytest.mark.parametrize("name", ["abmil", "gated_abmil"])
+def test_abmil_on_the_real_rows_of_a_padded_batch_equals_each_bag_alone(name):
+    torch.manual_seed(0)
+    sizes = [9, 2, 5]
+    head = create_head(name, in_dim=12, n_out=2, hidden_dim=8, dropout=0.0)
+    bags = [torch.randn(n, 12) for n in sizes]
+    x = torch.nn.utils.rnn.pad_sequence(bags, batch_first=True)
+    mask = torch.arange(max(sizes))[None] < torch.tensor(sizes)[:, None]
+    packed = head(x, mask)
+    packed.logits.sum().backward()
+    grads = [p.grad.clone() for p in head.parameters()]
+    head.zero_grad()
+    alone = [head(bag[None]) for bag in bags]
+    sum(out.logits.sum() for out in alone).backward()
+    torch.testing.assert_close(packed.logits, torch.cat([out.logits for out in alone]))
+    for row, (n, out) in enumerate(zip(sizes, alone, strict=True)):
+        torch.testing.assert_close(packed.scores[row, :n], out.scores[0])
+        assert torch.all(packed.scores[row, n:] == 0)
+    for got, want in zip(grads, (p.grad for p in head.parameters()), strict=True):
+        torch.testing.assert_close(got, want)
