@@ -144,7 +144,11 @@ def main() -> None:
             for head in heads:
                 score, seconds, cpu = jobs[name, head].result()
                 results["data_sets"][name][head] = {**score, "seconds": seconds, "cpu_s": cpu}
-                print(f"{name} {head}: {score['mean']:.3f} ± {score['std']:.3f}", flush=True)
+                print(
+                    f"{name} {head}: {score['mean']:.3f} ± {score['std']:.3f} "
+                    f"({seconds:.0f} s, {cpu:.0f} CPU s)",
+                    flush=True,
+                )
                 rows.append({
                     "data": name, "method": f"ours {head}",
                     "accuracy (mean ± std)": f"{score['mean']:.3f} ± {score['std']:.3f}",
