@@ -72,7 +72,7 @@ class TrainConfig:
         Mixed precision: float16 on CUDA; on CPUs with AMX tiles, bfloat16 for
         the steps whose input holds at least ``CPU_AMP_VALUES`` values (bags ×
         instances × features), where AMX runs the products about eight times
-        faster than float32 (an epoch of 5,000 × 1,024 bags about twice as fast;
+        faster than float32 (an epoch of 5,000 × 1,024 bags about 1.5× faster;
         smaller steps gain nothing and stay float32, so classical MIL sets train
         exactly as without it); ignored on other CPUs. Master weights, the loss and
         the optimiser stay float32; inference is float32.
