@@ -10,7 +10,6 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -18,6 +17,10 @@ from embedders.card import ModelCard
 
 
 def _timm_vit(card: ModelCard, *, timm_name: str, **kwargs: Any) -> nn.Module:
+    import timm  # on first build: the handcrafted embedder never loads timm and torchvision
+
+    if isinstance(kwargs.get("mlp_layer"), str):
+        kwargs["mlp_layer"] = getattr(timm.layers, kwargs["mlp_layer"])
     patch = card.native_patch_px or card.patch_px
     return timm.create_model(
         timm_name,
@@ -30,7 +33,11 @@ def _timm_vit(card: ModelCard, *, timm_name: str, **kwargs: Any) -> nn.Module:
 
 
 def timm_vit(timm_name: str, **kwargs: Any) -> partial[nn.Module]:
-    """A factory building ``timm_name`` at the card's input size and (native) patch size."""
+    """A factory building ``timm_name`` at the card's input size and (native) patch size.
+
+    ``mlp_layer`` may name a ``timm.layers`` class (``"SwiGLUPacked"``), so registering a
+    card imports no timm.
+    """
     return partial(_timm_vit, timm_name=timm_name, **kwargs)
 
 
@@ -43,6 +50,8 @@ class TruncatedResNet50(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        import timm
+
         full = timm.create_model("resnet50", pretrained=False, num_classes=0)
         self.conv1, self.bn1, self.act1 = full.conv1, full.bn1, full.act1
         self.maxpool = full.maxpool

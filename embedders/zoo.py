@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from functools import partial
 
-from timm.layers import SwiGLUPacked
 from torch import nn
 
 from embedders.builders import resnet50_trunc, timm_vit
@@ -51,7 +50,7 @@ from embedders.registry import register_model
 _CC_BY_NC_ND = "CC-BY-NC-ND-4.0"
 _HOPTIMUS_MEAN = (0.707223, 0.578729, 0.703617)
 _HOPTIMUS_STD = (0.211883, 0.230117, 0.177517)
-_SWIGLU = {"mlp_layer": SwiGLUPacked, "act_layer": nn.SiLU}
+_SWIGLU = {"mlp_layer": "SwiGLUPacked", "act_layer": nn.SiLU}
 
 
 @register_model(
