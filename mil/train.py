@@ -358,7 +358,9 @@ def _mixed_precision(device: torch.device) -> bool:
     """
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and torch.cpu._is_amx_tile_supported()
+    # A private probe (torch >= 2.3); an older torch is taken as having no AMX.
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return device.type == "cpu" and bool(has_amx())
 
 
 def _autocast_step(device: torch.device, x: torch.Tensor, amp: bool) -> bool:
