@@ -40,3 +40,19 @@ def test_area_filter_matches_scipy(shape, density, expect_many):
         np.testing.assert_array_equal(
             _filter_areas(mask, min_tissue, min_hole), _reference(mask, min_tissue, min_hole)
         )
+
+
+def test_area_filter_past_float32_exact_counts_matches_scipy():
+    """An overview over 2**24 pixels (a raised ``max_mask_px``) still counts areas exactly.
+
+    One piece of 17,219,697 pixels (odd, so float32 rounds it to 17,219,696) against a
+    minimum of exactly its area: a float32 count would drop the whole slide.
+    """
+    mask = np.ones((4200, 4100), bool)
+    holes = np.random.default_rng(3).choice(4198 * 4098, 303, replace=False)
+    mask[1 + holes // 4098, 1 + holes % 4098] = False  # one-pixel holes, none on the border
+    area = int(mask.sum())
+    assert area > 2**24 and int(np.float32(area)) != area
+    kept = _filter_areas(mask, area, 2)
+    np.testing.assert_array_equal(kept, _reference(mask, area, 2))
+    assert kept.all()

@@ -369,6 +369,10 @@ def _filter_areas(mask: np.ndarray, min_tissue_px: float, min_hole_px: float) ->
     return tissue | fill[labels] if fill.any() else tissue
 
 
+#: Largest pixel count a float32 histogram bin holds exactly.
+_EXACT_FLOAT32_COUNT = 2**24
+
+
 def _components(mask: np.ndarray, *, connectivity: int) -> tuple[int, np.ndarray]:
     """Connected components of a boolean mask: 16-bit labels when they fit (half the memory
     traffic and a fast histogram), 32-bit otherwise."""
@@ -382,8 +386,9 @@ def _components(mask: np.ndarray, *, connectivity: int) -> tuple[int, np.ndarray
 
 def _areas(labels: np.ndarray, count: int) -> np.ndarray:
     """Pixels per label. OpenCV's per-component statistics cost 4-8x the labelling, and
-    ``np.bincount`` 3x OpenCV's histogram of 16-bit labels (exact: at most 4096² pixels)."""
-    if labels.dtype == np.uint16:
+    ``np.bincount`` 3x OpenCV's histogram of 16-bit labels, whose float32 counts are exact
+    up to 2**24 pixels (the default 4096 px cap on the overview's side)."""
+    if labels.dtype == np.uint16 and labels.size <= _EXACT_FLOAT32_COUNT:
         histogram = cv2.calcHist([labels], [0], None, [count], [0, count])
         return histogram.ravel().astype(np.int64)
     return np.bincount(labels.ravel(), minlength=count)
