@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.core.sync import sync
 
 from slideflow_core.codecs import JpegCodec, encode_jpeg
 from slideflow_core.geojson.cells import cells_folder
@@ -80,63 +81,60 @@ def create_tile_store(
     ``"zstd"``, ``"lz4"`` or ``"none"``).
     """
     partial = start_store(final, attrs)
-    group = zarr.open_group(str(partial), mode="r+")
     n = len(coords)
     chunk = max(1, min(shard_tiles, n))
     codecs = default_codecs()
-    group.create_array(
-        "coords",
-        data=np.asarray(coords, np.int64),
-        chunks=(chunk, 2),
-        compressors=codecs,
-        dimension_names=TILE_DIMS["coords"],
-    )
-    qc = group.require_group("qc")
-    qc.create_array(
-        "mask_tissue_fraction",
-        data=np.asarray(mask_tissue_fraction, np.float32),
-        chunks=(chunk,),
-        compressors=codecs,
-        dimension_names=TILE_DIMS["qc"],
-    )
-    for column in qc_columns:
-        qc.create_array(
-            column,
-            shape=(n,),
-            dtype="float32",
-            chunks=(chunk,),
-            fill_value=np.nan,
-            compressors=codecs,
-            dimension_names=TILE_DIMS["qc"],
-        )
-    qc.create_array(
-        "keep",
-        shape=(n,),
-        dtype="bool",
-        chunks=(chunk,),
-        fill_value=False,
-        compressors=codecs,
-        dimension_names=TILE_DIMS["qc"],
-    )
+    qc_column = {
+        "chunks": (chunk,),
+        "compressors": codecs,
+        "dimension_names": TILE_DIMS["qc"],
+    }
+    arrays: dict[str, dict[str, Any]] = {
+        "coords": {
+            "data": np.asarray(coords, np.int64),
+            "chunks": (chunk, 2),
+            "compressors": codecs,
+            "dimension_names": TILE_DIMS["coords"],
+        },
+        "qc/mask_tissue_fraction": {
+            "data": np.asarray(mask_tissue_fraction, np.float32),
+            **qc_column,
+        },
+        **{
+            f"qc/{column}": {"shape": (n,), "dtype": "float32", "fill_value": np.nan, **qc_column}
+            for column in qc_columns
+        },
+        "qc/keep": {"shape": (n,), "dtype": "bool", "fill_value": False, **qc_column},
+    }
     if store_pixels:
-        group.create_array(
-            "tiles",
-            shape=(n, tile_px, tile_px, 3),
-            dtype="uint8",
-            chunks=(1, tile_px, tile_px, 3),
-            shards=(chunk, tile_px, tile_px, 3),
+        arrays["tiles"] = {
+            "shape": (n, tile_px, tile_px, 3),
+            "dtype": "uint8",
+            "chunks": (1, tile_px, tile_px, 3),
+            "shards": (chunk, tile_px, tile_px, 3),
             **_pixel_codecs(codec, jpeg_quality),
-            fill_value=255,
-            dimension_names=TILE_DIMS["tiles"],
-        )
+            "fill_value": 255,
+            "dimension_names": TILE_DIMS["tiles"],
+        }
     if tissue_mask is not None:
-        group.create_array(
-            "tissue_mask",
-            data=np.asarray(tissue_mask, np.uint8),
-            chunks=tissue_mask.shape or (1,),
-            compressors=codecs,
-            dimension_names=TILE_DIMS["tissue_mask"],
+        arrays["tissue_mask"] = {
+            "data": np.asarray(tissue_mask, np.uint8),
+            "chunks": tissue_mask.shape or (1,),
+            "compressors": codecs,
+            "dimension_names": TILE_DIMS["tissue_mask"],
+        }
+
+    async def create_all() -> None:  # one trip through Zarr's event loop, arrays in parallel
+        root = await zarr.api.asynchronous.open_group(store=str(partial), mode="r+")
+        groups = {"": root, "qc": await root.require_group("qc")}
+        await asyncio.gather(
+            *(
+                groups[path.rpartition("/")[0]].create_array(path.rpartition("/")[2], **spec)
+                for path, spec in arrays.items()
+            )
         )
+
+    sync(create_all())
     return partial
 
 
@@ -245,7 +243,6 @@ class BandWriter:
         if not self._done.all():
             missing = int((~self._done).sum())
             raise RuntimeError(f"band at {self.start} is missing {missing} tiles")
-        from zarr.core.sync import sync
 
         async def write_all() -> None:  # every column at once: one trip through Zarr's loop
             band = slice(self.start, self.stop)
