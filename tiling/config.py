@@ -87,8 +87,10 @@ class TilingConfig:
     shard_tiles
         Tiles per Zarr shard (one file holds this many tiles).
     band_tiles
-        Tiles per parallel task when a slide is split across workers; a multiple
-        of ``shard_tiles`` so tasks never write the same shard.
+        Most tiles per parallel task when a slide is split across workers (bands
+        are cut evenly, in whole shards, and at least two per core; see
+        :func:`tiling.job.split_bands`); a multiple of ``shard_tiles`` so tasks
+        never write the same shard.
     """
 
     mpp: float | None = None
