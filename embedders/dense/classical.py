@@ -3,8 +3,9 @@
 No weights and no training, only image processing at a stated resolution, with every
 size given in µm so one configuration serves 20x and 40x:
 
-1. haematoxylin concentration by colour deconvolution (:mod:`.deconvolution`),
-   smoothed with a Gaussian of ``smooth_um``;
+1. haematoxylin concentration by colour deconvolution (:mod:`.deconvolution`) with
+   the image's own stain vectors (Macenko's estimate, ``stain_weight`` of the way from
+   the published ones), smoothed with a Gaussian of ``smooth_um``;
 2. foreground where the haematoxylin is above ``otsu_factor`` × its Otsu threshold
    *and* above its local mean over ``local_window_um`` plus ``local_offset`` (the global
    test rejects pale stroma, the local one splits touching dark regions);
@@ -39,7 +40,7 @@ import numpy as np
 from skimage.filters import threshold_otsu
 
 from embedders.dense.base import Segmenter, TileSegmentation
-from embedders.dense.deconvolution import stain_concentrations
+from embedders.dense.deconvolution import estimated_stain_vectors, stain_concentrations
 from embedders.dense.gate import GateConfig, gate_instances
 from embedders.dense.morphology import (
     clean_mask,
@@ -61,6 +62,9 @@ class ClassicalConfig:
     ----------
     mpp
         µm per pixel of the images it is given (whole-slide runs read at this resolution).
+    stain_weight
+        Share of each image's own estimate in the stain vectors it is unmixed with
+        (:func:`.deconvolution.estimated_stain_vectors`; 0: the published vectors).
     smooth_um
         Gaussian sigma applied to the haematoxylin map.
     otsu_factor
@@ -97,6 +101,7 @@ class ClassicalConfig:
     """
 
     mpp: float = 0.5
+    stain_weight: float = 0.75
     smooth_um: float = 0.5
     otsu_factor: float = 0.7
     local_window_um: float = 30.0
@@ -134,6 +139,8 @@ class ClassicalConfig:
             }.items()
             if not v >= 0
         ]
+        if not 0 <= self.stain_weight <= 1:
+            bad.append(f"stain_weight={self.stain_weight!r} (must be in [0, 1])")
         if not 0 < self.refine_level < 1:
             bad.append(f"refine_level={self.refine_level!r} (must be in (0, 1))")
         if bad:
@@ -182,7 +189,8 @@ class ClassicalSegmenter(Segmenter):
     def segment(self, image: np.ndarray) -> TileSegmentation:
         """Instance map of the nuclei in one uint8 RGB image at :attr:`mpp`."""
         c = self.config
-        stains = stain_concentrations(image)
+        vectors = estimated_stain_vectors(image, c.stain_weight) if c.stain_weight else None
+        stains = stain_concentrations(image, vectors)
         h = cv2.GaussianBlur(stains[0], (0, 0), c.px(c.smooth_um))
         if float(h.max()) - float(h.min()) < 1e-6:  # blank (glass) or constant
             return TileSegmentation(np.zeros(h.shape, np.int32))
