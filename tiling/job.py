@@ -35,7 +35,7 @@ from tiling.grid import plan_grid
 from tiling.pixels import PixelPlan, plan_pixels, read_batches
 from tiling.qc import QC_COLUMNS, qc_keep, tile_qc
 from tiling.stain import create_normalizer, fit_to_slide
-from tiling.store import PART, BandWriter, create_tile_store, finish_tile_store
+from tiling.store import PART, BandWriter, create_tile_store, finish_tile_store, write_qc
 from tiling.tissue import detect_tissue
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}  # anything else is read as a slide
@@ -270,15 +270,25 @@ def _sampling_mpp(slide: Slide, config: TilingConfig) -> float | None:
     return config.target_mpp if slide.has_mpp else None
 
 
-def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, int]:
-    """Read, QC and write tiles ``start:stop`` of a planned slide (idempotent)."""
+def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, Any]:
+    """Read, QC and write tiles ``start:stop`` of a planned slide (idempotent).
+
+    Returns the band's summary and its QC columns, which :func:`commit_slide` writes.
+    """
     config = plan.task.config
     import zarr
 
-    group = zarr.open_group(plan.partial, mode="r")
-    coords = np.asarray(group["coords"][start:stop])
+    coords = zarr.open_array(store=plan.partial, path="coords", mode="r")[start:stop]
     quality = config.jpeg_quality if plan.pixels.codec == "jpeg" else None
-    writer = BandWriter(plan.partial, start, stop, config.shard_tiles, jpeg_quality=quality)
+    writer = BandWriter(
+        plan.partial,
+        start,
+        stop,
+        config.shard_tiles,
+        columns=(*QC_COLUMNS, "keep"),
+        pixels=config.store_pixels,
+        jpeg_quality=quality,
+    )
     normalizer = None
     if plan.stain is not None:
         normalizer = create_normalizer(plan.stain["name"]).from_dict(plan.stain["params"])
@@ -296,8 +306,15 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, int]:
                 batch.indices + start, tiles, {**metrics, "keep": keep}, encoded=batch.encoded
             )
             method, dct_scale = reader.method, reader.dct_scale
-        writer.flush()
-    return {"tiles": stop - start, "kept": kept, "method": method, "dct_scale": dct_scale}
+        qc = writer.flush()
+    return {
+        "start": start,
+        "tiles": stop - start,
+        "kept": kept,
+        "method": method,
+        "dct_scale": dct_scale,
+        "qc": qc,
+    }
 
 
 def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
@@ -339,6 +356,7 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
         "zarr_pipeline": use_fast_codecs(),
         **run_context(),
     }
+    write_qc(plan.partial, plan.n_tiles, [(band["start"], band["qc"]) for band in bands])
     with plan.task.open() as slide:
         choice = slide.best_level_for(config.target_mpp, tolerance=config.tolerance)
         info.update(

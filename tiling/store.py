@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,11 @@ def _pixel_codecs(codec: str, jpeg_quality: int) -> dict[str, Any]:
     if codec == "lz4":
         return {"compressors": checksummed(BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"))}
     return {"compressors": checksummed()}
+
+
+def _qc_dtype(column: str) -> str:
+    """Stored type of a QC column the bands fill: the verdict ``keep`` is bool, metrics float32."""
+    return "bool" if column == "keep" else "float32"
 
 
 def create_tile_store(
@@ -101,10 +107,14 @@ def create_tile_store(
             **qc_column,
         },
         **{
-            f"qc/{column}": {"shape": (n,), "dtype": "float32", "fill_value": np.nan, **qc_column}
-            for column in qc_columns
+            f"qc/{column}": {
+                "shape": (n,),
+                "dtype": _qc_dtype(column),
+                "fill_value": False if column == "keep" else np.nan,
+                **qc_column,
+            }
+            for column in (*qc_columns, "keep")
         },
-        "qc/keep": {"shape": (n,), "dtype": "bool", "fill_value": False, **qc_column},
     }
     if store_pixels:
         arrays["tiles"] = {
@@ -139,7 +149,11 @@ def create_tile_store(
 
 
 class BandWriter:
-    """Buffers tiles of one shard-aligned band, writes whole shards, and the band's QC at the end.
+    """Buffers tiles of one shard-aligned band, writes whole shards, and gathers the band's QC.
+
+    The QC values are returned by :meth:`flush` and written by the commit, every band's
+    at once (:func:`write_qc`): a few kilobytes a band, not worth a trip through Zarr
+    per band.
 
     Parameters
     ----------
@@ -149,6 +163,10 @@ class BandWriter:
         Tile index range of the band; ``start`` is a multiple of ``shard_tiles``.
     shard_tiles
         Tiles per shard (and per QC chunk).
+    columns
+        The QC columns :meth:`add` is given.
+    pixels
+        Whether the store has a ``tiles`` array (False: coordinates only).
     jpeg_quality
         For a JPEG store: pixels given to :meth:`add` are encoded here, at this
         quality, and laid into shards like passed-through tiles (no trip through
@@ -162,16 +180,15 @@ class BandWriter:
         stop: int,
         shard_tiles: int,
         *,
+        columns: Sequence[str],
+        pixels: bool = True,
         jpeg_quality: int | None = None,
     ) -> None:
         use_fast_codecs()
-        group = zarr.open_group(str(store), mode="r+")
-        self._tiles = group.get("tiles")
+        self._tiles = zarr.open_array(store=str(store), path="tiles", mode="r+") if pixels else None
         self._jpeg_quality = jpeg_quality
         self.start, self.stop, self.shard = start, stop, shard_tiles
-        self._qc = {k: a for k, a in group["qc"].arrays() if k != "mask_tissue_fraction"}
-        # QC values are small: the whole band's go out together at the end.
-        self._metrics = {c: np.empty(stop - start, a.dtype) for c, a in self._qc.items()}
+        self._metrics = {c: np.empty(stop - start, _qc_dtype(c)) for c in columns}
         self._done = np.zeros(stop - start, bool)
         self._buffer: np.ndarray | None = None
         self._encoded: list[bytes | None] = []
@@ -237,20 +254,45 @@ class BandWriter:
             self._tiles[self._shard_start : end] = self._buffer
         self._shard_start = -1
 
-    def flush(self) -> None:
-        """Write the last shard and the band's QC values (every tile must have been added)."""
+    def flush(self) -> dict[str, np.ndarray]:
+        """Write the last shard (every tile must have been added); returns the band's QC."""
         self._write_shard()
         if not self._done.all():
             missing = int((~self._done).sum())
             raise RuntimeError(f"band at {self.start} is missing {missing} tiles")
+        return self._metrics
 
-        async def write_all() -> None:  # every column at once: one trip through Zarr's loop
-            band = slice(self.start, self.stop)
-            await asyncio.gather(
-                *(self._qc[c].async_array.setitem(band, v) for c, v in self._metrics.items())
-            )
 
-        sync(write_all())
+def write_qc(
+    store: str | Path, n_tiles: int, bands: Sequence[tuple[int, dict[str, np.ndarray]]]
+) -> None:
+    """Write the QC columns of every band, given as ``(start, columns)`` in any order.
+
+    Raises
+    ------
+    RuntimeError
+        If the bands do not cover tiles ``0..n_tiles`` exactly once.
+    """
+    ordered = sorted(bands, key=lambda band: band[0])
+    end = 0
+    for start, qc in ordered:
+        if start != end:
+            raise RuntimeError(f"{store}: the bands' QC leaves tiles {end}..{start} out")
+        end += len(next(iter(qc.values())))
+    if end != n_tiles:
+        raise RuntimeError(f"{store}: the bands' QC covers {end} of {n_tiles} tiles")
+    if not ordered:
+        return
+    columns = {c: np.concatenate([qc[c] for _, qc in ordered]) for c in ordered[0][1]}
+
+    async def write_all() -> None:  # every column in one trip through Zarr's event loop
+        group = await zarr.api.asynchronous.open_group(store=str(store), mode="r+")
+        arrays = [await group.getitem(f"qc/{column}") for column in columns]
+        await asyncio.gather(
+            *(a.setitem(slice(None), v) for a, v in zip(arrays, columns.values(), strict=True))
+        )
+
+    sync(write_all())
 
 
 def finish_tile_store(partial: str | Path, final: str | Path, info: dict[str, Any]) -> Path:
