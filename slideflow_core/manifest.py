@@ -25,14 +25,19 @@ from __future__ import annotations
 import os
 import posixpath
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from slideflow_core.cohort.records import is_uri
+from slideflow_core.parallel import ordered_map
 
+_K = TypeVar("_K")
 _BLOCK_BYTES = 1 << 20
+#: Files checksummed at once: zlib's CRC and file reads release the GIL, so a store's
+#: files are read on every core (and remote ones with several requests in flight).
+_CHECKSUM_THREADS = min(8, os.cpu_count() or 1)
 #: The checksum manifests record.
 ALGORITHM = "crc32"
 
@@ -118,12 +123,20 @@ def build_manifest(root: str | os.PathLike[str], entries: Iterable[str]) -> dict
     fill value has no chunk files).
     """
     root = Path(root)
-    files: dict[str, list[Any]] = {}
-    for entry in entries:
-        for path in _files_under(root, entry):
-            key = Path(os.path.relpath(path, root)).as_posix()  # "../<id>.cells/...": beside it
-            files[key] = [path.stat().st_size, file_checksum(path)]
+    paths = [path for entry in entries for path in _files_under(root, entry)]
+    sums = _checksums(file_checksum, paths)
+    files = {
+        # "../<id>.cells/...": a file beside the store
+        Path(os.path.relpath(path, root)).as_posix(): [path.stat().st_size, crc]
+        for path, crc in zip(paths, sums, strict=True)
+    }
     return {"algorithm": ALGORITHM, "files": dict(sorted(files.items()))}
+
+
+def _checksums(checksum: Callable[[_K], str], items: Sequence[_K]) -> list[str]:
+    """``checksum`` of every item, on :data:`_CHECKSUM_THREADS` threads when there are several."""
+    threads = min(_CHECKSUM_THREADS, len(items))
+    return list(ordered_map(checksum, items, threads=threads if threads > 1 else 0))
 
 
 @dataclass(frozen=True)
@@ -191,14 +204,17 @@ def check_manifest(
     found = _RemoteFiles(raw, listing=len(wanted) > 8) if is_uri(raw) else _LocalFiles(raw)
     if deep and manifest.get("algorithm") != ALGORITHM:
         raise ValueError(f"unknown checksum {manifest.get('algorithm')!r} in a store manifest")
-    missing, wrong_size, wrong_checksum = [], [], []
+    missing, wrong_size, sized = [], [], []
     for key in wanted:
-        size, crc = files[key]
         actual = found.size(key)
         if actual is None:
             missing.append(key)
-        elif actual != size:
+        elif actual != files[key][0]:
             wrong_size.append(key)
-        elif deep and found.checksum(key) != crc:
-            wrong_checksum.append(key)
+        else:
+            sized.append(key)
+    wrong_checksum = []
+    if deep:
+        sums = _checksums(found.checksum, sized)
+        wrong_checksum = [k for k, crc in zip(sized, sums, strict=True) if crc != files[k][1]]
     return FileProblems(tuple(missing), tuple(wrong_size), tuple(wrong_checksum), len(wanted))
