@@ -108,7 +108,7 @@ class ClassicalConfig:
     local_offset: float = 0.05
     open_um: float = 0.5
     marker_um: float = 1.0
-    min_marker_um: float = 1.0
+    min_marker_um: float = 1.25
     marker_depth_px: float = 0.75
     min_area_um2: float = 8.0
     intensity_weight: float = 0.5
