@@ -7,8 +7,10 @@ size given in µm so one configuration serves 20x and 40x:
    the image's own stain vectors (Macenko's estimate, ``stain_weight`` of the way from
    the published ones), smoothed with a Gaussian of ``smooth_um``;
 2. foreground where the haematoxylin is above ``otsu_factor`` × its Otsu threshold
-   *and* above its local mean over ``local_window_um`` plus ``local_offset`` (the global
-   test rejects pale stroma, the local one splits touching dark regions);
+   *and* above its local mean over ``local_window_um`` by ``local_offset`` × the image's
+   90th-percentile haematoxylin (the global test rejects pale stroma, the local one
+   splits touching dark regions; relative to the image, a pale stain's nuclei pass it
+   as a dark one's do);
 3. opening (``open_um``) and hole filling;
 4. the split: distance transform, smoothed, plus ``intensity_weight`` µm per unit of
    haematoxylin (relative to the foreground's mean), so a dark core outweighs a
@@ -70,8 +72,8 @@ class ClassicalConfig:
     otsu_factor
         Multiple of the image's Otsu threshold a pixel must exceed.
     local_window_um, local_offset
-        Side of the local-mean window, and how far above that mean (in optical-density
-        units) a pixel must be.
+        Side of the local-mean window, and how far above that mean a pixel must be, as a
+        share of the image's 90th-percentile haematoxylin.
     open_um
         Radius of the opening that removes specks and bridges.
     marker_um
@@ -105,7 +107,7 @@ class ClassicalConfig:
     smooth_um: float = 0.5
     otsu_factor: float = 0.7
     local_window_um: float = 30.0
-    local_offset: float = 0.05
+    local_offset: float = 0.083
     open_um: float = 0.5
     marker_um: float = 1.0
     min_marker_um: float = 1.25
@@ -196,7 +198,8 @@ class ClassicalSegmenter(Segmenter):
             return TileSegmentation(np.zeros(h.shape, np.int32))
         window = int(c.px(c.local_window_um)) | 1
         local = cv2.blur(h, (window, window))
-        foreground = (h > c.otsu_factor * threshold_otsu(h)) & (h > local + c.local_offset)
+        offset = c.local_offset * float(np.percentile(h[::4, ::4], 90))  # a sample suffices
+        foreground = (h > c.otsu_factor * threshold_otsu(h)) & (h > local + offset)
         labels = self._split(clean_mask(foreground, c.px(c.open_um)), h)
         for _ in range(c.refine_passes):
             labels = self._split(self._refined(labels, h), h)
