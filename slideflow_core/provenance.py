@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -17,14 +18,19 @@ _HEADER_BYTES = 1 << 20
 
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     """Installed versions of the packages that shape our outputs."""
-    out = {}
-    for name in (*_PACKAGES, *extra):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
+    out = {name: found for name in (*_PACKAGES, *extra) if (found := _version(name))}
     out["python"] = sys.version.split()[0]
     return out
+
+
+@functools.cache
+def _version(name: str) -> str | None:
+    """One package's version, looked up once per process (reading its metadata takes
+    about a millisecond, and every stored slide records a dozen)."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def file_fingerprint(path: str) -> dict[str, Any]:

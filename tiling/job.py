@@ -123,6 +123,8 @@ class SlidePlan:
     stain: dict[str, Any] | None
     started: float
     pixels: PixelPlan
+    #: Requested, actual and level µm/px, whether tiles are resized, and the backend.
+    resolution: dict[str, Any]
 
 
 def check_existing(task: SlideTask, *, overwrite: bool) -> SlideOutcome | None:
@@ -168,6 +170,14 @@ def plan_slide(task: SlideTask, inputs: RunInputs | None = None) -> SlidePlan:
             slide, config, level=grid.level, read_px=grid.read_px, coords=grid.coords
         )
         stain = _fit_stain(slide, tissue, config)
+        choice = slide.best_level_for(config.target_mpp, tolerance=config.tolerance)
+        resolution = {
+            "mpp_requested": config.target_mpp,
+            "mpp_actual": choice.actual_mpp,
+            "mpp_level": choice.level_mpp,
+            "resized": choice.needs_resize,
+            "backend": slide.backend_choice.as_dict(),
+        }
         attrs = {
             "slide_id": task.slide_id,
             "slide": {
@@ -213,6 +223,7 @@ def plan_slide(task: SlideTask, inputs: RunInputs | None = None) -> SlidePlan:
         stain=stain,
         started=started,
         pixels=pixels,
+        resolution=resolution,
     )
 
 
@@ -355,17 +366,9 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
         "versions": package_versions(("opencv-python-headless", "ray", "zarrs")),
         "zarr_pipeline": use_fast_codecs(),
         **run_context(),
+        **plan.resolution,
     }
     write_qc(plan.partial, plan.n_tiles, [(band["start"], band["qc"]) for band in bands])
-    with plan.task.open() as slide:
-        choice = slide.best_level_for(config.target_mpp, tolerance=config.tolerance)
-        info.update(
-            mpp_requested=config.target_mpp,
-            mpp_actual=choice.actual_mpp,
-            mpp_level=choice.level_mpp,
-            resized=choice.needs_resize,
-            backend=slide.backend_choice.as_dict(),
-        )
     finish_tile_store(plan.partial, plan.task.store, info)
     return SlideOutcome(
         plan.task.slide_id,
@@ -376,7 +379,7 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
         details={
             "n_kept": n_kept,
             "read_method": ",".join(methods),
-            "mpp_actual": choice.actual_mpp,
+            "mpp_actual": plan.resolution["mpp_actual"],
             "codec": plan.pixels.codec,
         },
     )
