@@ -17,6 +17,7 @@ every file is a data set named by its stem (``musk1.csv.gz`` → ``musk1``).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -67,28 +68,28 @@ def data_sets(data: Path) -> dict[str, Path]:
     return named
 
 
-def cross_validate(
-    table: BagTable, head: str, *, repeats: int, epochs: int
-) -> dict[str, float | list[float]]:
-    """Accuracy of ``head`` over ``repeats`` runs of 10-fold CV (pooled over each run's folds)."""
+def cross_validate(table: BagTable, head: str, *, repeat: int, epochs: int) -> float:
+    """Accuracy of ``head`` pooled over the ten test folds of CV repeat ``repeat`` (its seed)."""
     task = create_task("classification", table.labels)
     index = {bag: i for i, bag in enumerate(table.ids)}
-    accuracies = []
-    for repeat in range(repeats):
-        splits = KFold(k=10, seed=repeat).make(table.ids, table.patients, list(table.labels))
-        correct = 0.0
-        for f, fold in enumerate(splits.folds):
-            seed = 100 * repeat + f
-            torch.manual_seed(seed)
-            model = MILModel(create_head(head, in_dim=table.dim, n_out=2, hidden_dim=128))
-            config = TrainConfig(
-                epochs=epochs, lr=5e-4, weight_decay=1e-4, batch_size=4, patience=None,
-                standardize=True, seed=seed,
-            )  # fmt: skip
-            fit(model, task, table.subset([index[i] for i in fold.train]), None, config)
-            test = table.subset([index[i] for i in fold.test])
-            correct += evaluate(model, task, test).metrics["accuracy"] * len(test)
-        accuracies.append(correct / len(table))
+    splits = KFold(k=10, seed=repeat).make(table.ids, table.patients, list(table.labels))
+    correct = 0.0
+    for f, fold in enumerate(splits.folds):
+        seed = 100 * repeat + f
+        torch.manual_seed(seed)
+        model = MILModel(create_head(head, in_dim=table.dim, n_out=2, hidden_dim=128))
+        config = TrainConfig(
+            epochs=epochs, lr=5e-4, weight_decay=1e-4, batch_size=4, patience=None,
+            standardize=True, seed=seed,
+        )  # fmt: skip
+        fit(model, task, table.subset([index[i] for i in fold.train]), None, config)
+        test = table.subset([index[i] for i in fold.test])
+        correct += evaluate(model, task, test).metrics["accuracy"] * len(test)
+    return correct / len(table)
+
+
+def summarise(accuracies: list[float]) -> dict[str, float | list[float]]:
+    """Mean, std and standard error of the repeats' accuracies."""
     values = np.asarray(accuracies)
     return {
         "mean": float(values.mean()),
@@ -98,16 +99,22 @@ def cross_validate(
     }
 
 
-def _job(path: Path, head: str, repeats: int, epochs: int) -> tuple[dict, float, float]:
-    """One (data set, head) cell of the table, in a worker process: (score, wall s, CPU s).
+@functools.cache
+def _table(path: Path) -> BagTable:
+    """A data set read once per worker process (its repeats share it)."""
+    return read_mil_csv(path)
+
+
+def _job(path: Path, head: str, repeat: int, epochs: int) -> tuple[float, float, float]:
+    """One CV repeat of one (data set, head) cell, in a worker: (accuracy, wall s, CPU s).
 
     The CPU seconds do not grow when other programs share the cores, so their
-    sum over the cells divided by the cores is the benchmark's time on idle cores.
+    sum over the jobs divided by the cores is the benchmark's time on idle cores.
     """
     torch.set_num_threads(1)  # the classical models are tiny: threads only add sync cost
     start, cpu = time.perf_counter(), time.process_time()
-    score = cross_validate(read_mil_csv(path), head, repeats=repeats, epochs=epochs)
-    return score, time.perf_counter() - start, time.process_time() - cpu
+    accuracy = cross_validate(_table(path), head, repeat=repeat, epochs=epochs)
+    return accuracy, time.perf_counter() - start, time.process_time() - cpu
 
 
 def main() -> None:
@@ -130,19 +137,26 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     results: dict = {"repeats": repeats, "epochs": args.epochs, "data_sets": {}}
     heads = args.heads.split(",")
+    tables = {name: read_mil_csv(path) for name, path in sets.items()}
+    # One job per CV repeat, the sets with the most bags (the most steps) first, so
+    # the last jobs are short and no worker idles long at the end.
+    order = sorted(sets, key=lambda name: -len(tables[name]))
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         jobs = {
-            (name, head): pool.submit(_job, path, head, repeats, args.epochs)
-            for name, path in sets.items()
+            (name, head, repeat): pool.submit(_job, sets[name], head, repeat, args.epochs)
+            for name in order
             for head in heads
+            for repeat in range(repeats)
         }
         rows = []
-        for name, path in sets.items():
-            table = read_mil_csv(path)
+        for name in order:
+            path, table = sets[name], tables[name]
             results["data_sets"][name] = {"file": str(path), "bags": len(table), "dim": table.dim}
             for head in heads:
-                score, seconds, cpu = jobs[name, head].result()
+                runs = [jobs[name, head, repeat].result() for repeat in range(repeats)]
+                score = summarise([accuracy for accuracy, _, _ in runs])
+                seconds, cpu = sum(r[1] for r in runs), sum(r[2] for r in runs)
                 results["data_sets"][name][head] = {**score, "seconds": seconds, "cpu_s": cpu}
                 print(
                     f"{name} {head}: {score['mean']:.3f} ± {score['std']:.3f} "

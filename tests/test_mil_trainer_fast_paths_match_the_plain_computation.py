@@ -1,7 +1,8 @@
 """The trainer's fast paths compute what the plain computation does.
 
-- Standardisation folded into the first layer equals standardising the input,
-  in outputs and in gradients, and checkpoints that kept ``mean``/``std`` on the
+- Standardisation folded into the first layer (or applied to an input smaller
+  than the weights) equals standardising the input, in outputs and in
+  gradients, and checkpoints that kept ``mean``/``std`` on the
   model (before the fold) still load.
 - The byte-mask dropout keeps ``1 − p`` of the values, scaled so the mean is
   unchanged, and is the identity in eval mode.
@@ -36,9 +37,10 @@ from mil.train import (
 )
 
 
-def test_folded_standardisation_equals_standardising_the_input():
+@pytest.mark.parametrize("bags, rows", [(3, 7), (1, 3)], ids=["folded", "small-input"])
+def test_folded_standardisation_equals_standardising_the_input(bags, rows):
     torch.manual_seed(0)
-    x = torch.randn(3, 7, 12) * 5 + 2
+    x = torch.randn(bags, rows, 12) * 5 + 2
     mean, std = x.reshape(-1, 12).mean(0), x.reshape(-1, 12).std(0)
     folded = MILModel(create_head("abmil", in_dim=12, n_out=2, hidden_dim=8, dropout=0.0))
     plain = MILModel(create_head("abmil", in_dim=12, n_out=2, hidden_dim=8, dropout=0.0))
