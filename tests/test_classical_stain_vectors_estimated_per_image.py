@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedders.dense import ClassicalSegmenter
+from embedders.dense import ClassicalSegmenter, deconvolution, read_annotated_folder
 from embedders.dense.deconvolution import (
     STAIN_VECTORS,
     estimated_stain_vectors,
@@ -64,6 +64,16 @@ def test_own_vectors_unmix_the_haematoxylin_more_faithfully():
         for vectors in (None, estimated_stain_vectors(image))
     ]
     assert errors[1] < 0.2 * errors[0], errors
+
+
+def test_the_sampled_estimate_is_the_estimate_from_every_pixel(shared_data, monkeypatch):
+    """The estimate reads a grid of pixels; on real 1000² tiles it is that of all pixels."""
+    tiles = [t for t in read_annotated_folder(shared_data / "nuclei") if t.image.size >= 3e6]
+    sampled = [estimated_stain_vectors(t.image) for t in tiles[:3]]
+    monkeypatch.setattr(deconvolution, "_SAMPLE", 10**9)
+    for tile, vectors in zip(tiles[:3], sampled, strict=True):
+        full = estimated_stain_vectors(tile.image)
+        assert max(_degrees(a, b) for a, b in zip(vectors[:2], full[:2], strict=True)) < 1.0
 
 
 def test_glass_falls_back_to_the_published_vectors():

@@ -39,7 +39,7 @@ def optical_density(image: np.ndarray) -> np.ndarray:
 TISSUE_OD = 0.15
 #: Percentile of the tissue's angles taken as each stain's extreme (Macenko's alpha).
 ANGLE_PERCENTILE = 1.0
-#: Tissue pixels the estimate samples at most (a regular stride over the image).
+#: Pixels the estimate samples, about (a regular grid over the image).
 _SAMPLE = 65_536
 
 
@@ -68,8 +68,9 @@ def estimated_stain_vectors(image: np.ndarray, weight: float = 1.0) -> np.ndarra
     """
     if not 0 <= weight <= 1:
         raise ValueError(f"weight must be in [0, 1], got {weight!r}")
-    od = optical_density(image).reshape(-1, 3)
-    od = od[:: max(1, len(od) // _SAMPLE)]
+    image = np.asarray(image)
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / _SAMPLE)))
+    od = optical_density(image[::step, ::step]).reshape(-1, 3)
     tissue = od[(od > TISSUE_OD).all(axis=1)].astype(np.float64)
     h, e = STAIN_VECTORS[0], STAIN_VECTORS[1]
     if len(tissue) >= 100 and weight > 0:
