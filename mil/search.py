@@ -41,11 +41,17 @@ class SearchResult:
         Parameters of the best configuration.
     metric
         The validation metric.
+    best_per_fold
+        Fold name → parameters of the best configuration on that fold's own
+        validation bags: nested selection, for testing each fold's test bags
+        with settings chosen without them (``best`` is chosen on every fold's
+        validation bags, some of which are other folds' test bags).
     """
 
     table: pd.DataFrame
     best: dict[str, Any]
     metric: str
+    best_per_fold: dict[str, dict[str, Any]]
 
 
 def _draw(space: Mapping[str, Any], n: int, seed: int) -> list[dict[str, Any]]:
@@ -182,4 +188,10 @@ def search(
     table = pd.concat([table, scores], axis=1).sort_values("mean", ascending=lower)
     table.to_csv(experiment.run_dir / "search.csv", index_label="trial")
     best = {k: table.iloc[0][k] for k in params[0]} if params else {}
-    return SearchResult(table=table.reset_index(drop=True), best=best, metric=metric)
+    per_fold = {
+        fold: params[int(scores[fold].idxmin() if lower else scores[fold].idxmax())]
+        for fold in scores.columns
+    }
+    return SearchResult(
+        table=table.reset_index(drop=True), best=best, metric=metric, best_per_fold=per_fold
+    )

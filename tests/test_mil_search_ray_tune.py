@@ -25,6 +25,10 @@ def test_tiny_search_ranks_configurations_across_folds(tmp_path, ray_session):
     assert table[["fold-0", "fold-1"]].notna().all().all()
     assert table["mean"].is_monotonic_decreasing  # auroc: best first
     assert (tmp_path / "runs" / "search" / "search.csv").is_file()
+    for fold in ("fold-0", "fold-1"):  # nested: each fold's own best validation score
+        chosen = table[table["lr"] == result.best_per_fold[fold]["lr"]]
+        assert set(result.best_per_fold[fold]) == {"lr"}
+        assert chosen[fold].max() == table[fold].max()
     with pytest.raises(mil.MILError, match="no validation bags"):
         mil.search(
             mil.Experiment(witness_table(12), project=tmp_path, splits=mil.KFold(k=2)),
