@@ -11,17 +11,24 @@ they make ``--minority`` of the training slides.
 Without ``--data``: slides are bags of real embedded tiles
 (``benchmarks/mil_tile_pools.py``: rendered synthetic tissue, ``handcrafted``
 features, small tumour foci close to normal, inflammation-like look-alikes);
-every seed draws a new training set (``--train`` slides at the setting's
-minority share) and balanced test sets from the training site (ID) and from
-the second site (OOD: other stain, JPEG, blur, scanner resolution), the
-latter also site-standardised (``OOD site-std``: its features moved to the
-training slides' mean and std, no labels used; see ``site_standardised``).
+every seed draws a new training cohort at the setting's minority share
+(``--train`` slides, more when needed to hold ``--min-minority`` positive
+slides: with 120 slides the 5 % setting would train on 5 positives, and no
+method learns from that) and balanced test sets from the training site (ID)
+and from the second site (OOD: other stain, JPEG, blur, scanner resolution),
+the latter also site-standardised (``OOD site-std``: its features moved to
+the training slides' mean and std, no labels used; see ``site_standardised``).
+
 Balanced accuracy and macro-F1 are taken at the threshold with the best
-balanced accuracy on the training slides' own scores.
+balanced accuracy on a validation split (``--val-fraction`` of each class of
+the training slides, held out of training), as a user would pick the
+operating point: the model's probabilities drift away from 0.5 under
+imbalance, and its own training slides separate at any threshold.
 
 With ``--data`` (a file or folder of ``bag_id,label,f…`` tables): stratified
 ``--folds``-fold CV per seed; in each training fold the positive bags are
-subsampled to the minority share; test folds are untouched (ID only).
+subsampled to the minority share and the validation split is held out; test
+folds are untouched (ID only).
 
 Reports per setting and method the mean over seeds, with a 95 % bootstrap
 interval, of macro-F1 and balanced accuracy (ID and OOD) and AUROC.
@@ -30,6 +37,7 @@ interval, of macro-F1 and balanced accuracy (ID and OOD) and AUROC.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -79,22 +87,45 @@ def minority_subset(labels: np.ndarray, share: float, rng: np.random.Generator) 
     return np.sort(np.concatenate([negatives, keep]))
 
 
+def held_out(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a stratified validation split: ``fraction`` of each class, at least one."""
+    picked = [
+        rng.choice(members, size=max(1, round(fraction * len(members))), replace=False)
+        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(picked))
+
+
+def fit_and_val(table: BagTable, fraction: float, seed: int) -> tuple[BagTable, BagTable]:
+    """``table`` split into (training, validation) bags, the latter stratified."""
+    labels = np.asarray(table.labels)
+    val = held_out(labels, fraction, np.random.default_rng(seed))
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return table.subset(train.tolist()), table.subset(val.tolist())
+
+
+def cohort_size(train: int, minority: float, min_minority: int) -> int:
+    """Training slides: ``train``, or enough that ``minority`` of them make ``min_minority``."""
+    return max(train, math.ceil(min_minority / minority))
+
+
 def simulated_runs(args: argparse.Namespace, setting: float, seed: int) -> list[dict]:
     """Every method on one seed's simulated slides at one minority share."""
     pools = load_or_build_pools(args.work / "tile_pools.npz", slides=args.pool_slides)
     draw = {"tumour_strength": args.tumour_strength}
-    train = draw_bags(pools, args.train, positive_fraction=setting, seed=seed, **draw)
+    n_train = cohort_size(args.train, setting, args.min_minority)
+    train = draw_bags(pools, n_train, positive_fraction=setting, seed=seed, **draw)
     tests = {
         "ID": draw_bags(pools, args.test, positive_fraction=0.5, seed=seed + 1000, **draw),
         "OOD": draw_bags(pools, args.test, positive_fraction=0.5, site=2, seed=seed + 2000, **draw),
     }
     tests["OOD site-std"] = site_standardised(tests["OOD"], train)
-    table = as_table(train)
+    table, val = fit_and_val(as_table(train), args.val_fraction, seed)
     test_tables = {k: (as_table(v), None) for k, v in tests.items()}
     rows = []
     for method in methods(args.scmil_modes, args.skip):
         start = time.perf_counter()
-        scores = fit_and_score(method, table, test_tables, epochs=args.epochs, seed=seed)
+        scores = fit_and_score(method, table, test_tables, epochs=args.epochs, seed=seed, val=val)
         rows.append({"method": method.name, "scores": scores, "s": time.perf_counter() - start})
     return rows
 
@@ -112,11 +143,12 @@ def classical_runs(table: BagTable, args: argparse.Namespace, setting: float, se
         for f, fold in enumerate(splits.folds):
             train = np.array([index[i] for i in fold.train])
             train = train[minority_subset(labels[train], setting, rng)]
+            fitted, val = fit_and_val(table.subset(train.tolist()), args.val_fraction, seed)
             test = table.subset([index[i] for i in fold.test])
             folds.append(
                 fit_and_score(
-                    method, table.subset(train.tolist()), {"ID": (test, None)},
-                    epochs=args.epochs, seed=100 * seed + f,
+                    method, fitted, {"ID": (test, None)},
+                    epochs=args.epochs, seed=100 * seed + f, val=val,
                 )["ID"]
             )  # fmt: skip
         scores = {"ID": {k: float(np.mean([s[k] for s in folds])) for k in folds[0]}}
@@ -151,11 +183,23 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("benchmarks/results/mil_work"),
                         help="folder caching the tile pools")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run: first-seed … first-seed + seeds - 1 (split a sweep "
+                             "over processes)")  # fmt: skip
     parser.add_argument("--minority", default="0.5,0.2,0.1,0.05")
     parser.add_argument("--scmil-modes", default="progressive", help="comma-separated")
     parser.add_argument("--skip", default="", help="comma-separated method names to leave out")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--train", type=int, default=120, help="training slides (simulated)")
+    parser.add_argument(
+        "--min-minority",
+        type=int,
+        default=40,
+        help="positive training slides at least (simulated; grows --train)",
+    )
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of each class of the training slides held out to pick "
+                             "the operating point")  # fmt: skip
     parser.add_argument("--test", type=int, default=80, help="slides per test set (simulated)")
     parser.add_argument("--tumour-strength", type=float, default=0.6)
     parser.add_argument("--pool-slides", type=int, default=6)
@@ -171,7 +215,7 @@ def main() -> None:
     for name, path in sources.items():
         table = read_mil_csv(path) if path else None
         for setting in settings:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if table is None:
                     rows = simulated_runs(args, setting, seed)
                 else:

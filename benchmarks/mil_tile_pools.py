@@ -264,6 +264,7 @@ def fit_and_score(
     *,
     epochs: int,
     seed: int,
+    val: BagTable | None = None,
     batch_size: int = 8,
     lr: float = 5e-4,
 ) -> dict[str, dict[str, float]]:
@@ -272,9 +273,11 @@ def fit_and_score(
     the scores against the truth, and how often the top-scored instance is a lesion).
 
     Balanced accuracy and macro-F1 call a bag positive at the operating point
-    chosen on the training bags' own scores (:func:`mil.metrics.balanced_threshold`):
-    a model trained on imbalanced bags does not put its boundary at 0.5. The
-    same metrics at 0.5 (the argmax) are kept as ``*_at_half``."""
+    with the best balanced accuracy (:func:`mil.metrics.balanced_threshold`) on
+    the scores of ``val``, bags held out of training (default: the training bags'
+    own scores, which a model that fits its training set separates at any
+    threshold): a model trained on imbalanced bags does not put its boundary at
+    0.5. The same metrics at 0.5 (the argmax) are kept as ``*_at_half``."""
     task = create_task("classification", [0, 1])
     torch.manual_seed(seed)
     head = create_head(method.head, in_dim=train.dim, n_out=2, **method.head_kwargs)
@@ -284,8 +287,10 @@ def fit_and_score(
         balance=method.balance, seed=seed,
     )  # fmt: skip
     fit(model, task, train, None, config)
-    train_scores = predict_bags(model, task, train)[0][:, 1]
-    threshold = balanced_threshold(np.asarray(train.labels), train_scores)
+    chooser = train if val is None else val
+    threshold = balanced_threshold(
+        np.asarray(chooser.labels), predict_bags(model, task, chooser)[0][:, 1]
+    )
     scores: dict[str, dict[str, float]] = {}
     for name, (table, lesion) in tests.items():
         predictions, _, instance = predict_bags(model, task, table)
