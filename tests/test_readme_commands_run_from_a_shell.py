@@ -281,8 +281,15 @@ def test_readme_command_runs(command, prepared, sfc_env, tmp_path):
     shutil.copytree(prepared, cwd, symlinks=True)
     if command in SERVERS:
         run_server(run, cwd, sfc_env)
-    else:
-        check(sfc(run, cwd, sfc_env), run)
+        return
+    check(sfc(run, cwd, sfc_env), run)
+    # What a command writes lands where the user asked, relative to the user's folder
+    # (not to where a Ray worker happens to run).
+    argv = shlex.split(run)
+    for flag in ("--out", "--export-h5"):
+        if flag in argv:
+            out = cwd / argv[argv.index(flag) + 1]
+            assert out.is_file() or any(out.glob("*")), f"{run}: nothing written to {out}"
 
 
 def test_the_tables_name_only_readme_commands_and_cluster_ones_go_elsewhere():

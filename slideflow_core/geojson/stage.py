@@ -71,7 +71,8 @@ class ExportConfig:
     column
         Value the heatmap shows (default: the run's first score column).
     out
-        Folder of the files (default: the project's ``exports/``).
+        Folder of the files (default: the project's ``exports/``); a relative path is
+        taken from the current folder when the config is made.
     """
 
     what: tuple[str, ...] = LAYERS
@@ -90,6 +91,9 @@ class ExportConfig:
         what = (self.what,) if isinstance(self.what, str) else tuple(self.what)
         object.__setattr__(self, "what", what)
         object.__setattr__(self, "what", self.options().what)  # validated and in layer order
+        if self.out is not None and not is_uri(str(self.out)):
+            # Resolved where the config is made: a Ray worker runs in another folder.
+            object.__setattr__(self, "out", str(Path(self.out).expanduser().absolute()))
 
     def options(self) -> ExportOptions:
         """The :class:`ExportOptions` of :func:`export_store` (validates every value)."""
