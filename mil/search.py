@@ -9,6 +9,7 @@ at. The result ranks configurations by their mean validation metric.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +56,15 @@ class SearchResult:
 
 
 def _draw(space: Mapping[str, Any], n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` configurations: a value per key, chosen from a list or sampled from a Tune domain."""
+    """``n`` configurations: a value per key, chosen from a list or sampled from a Tune domain.
+
+    A space of lists only is a finite grid: ``n`` distinct points of it are drawn
+    (all of them, in random order, when it has ``n`` or fewer), never one twice.
+    """
     rng = np.random.default_rng(seed)
+    if not any(hasattr(domain, "sample") for domain in space.values()):
+        grid = list(itertools.product(*(list(domain) for domain in space.values())))
+        return [dict(zip(space, grid[i], strict=True)) for i in rng.permutation(len(grid))[:n]]
     configs = []
     for _ in range(n):
         config = {}
@@ -127,7 +135,8 @@ def search(
         :class:`~mil.TrainConfig` fields (``lr``, ``weight_decay``, ``epochs``…) go to
         the trainer, anything else to the head (``hidden_dim``, ``dropout``…).
     n_trials
-        Configurations to draw; each runs on every fold.
+        Configurations to draw; each runs on every fold. From a space of lists
+        only, distinct ones (at most the grid's size).
     metric
         Validation metric to rank by (``"loss"``, ``"auroc"``, ``"c_index"``…).
     seed
