@@ -30,11 +30,11 @@ if TYPE_CHECKING:
     from mil.predictor import Predictor
     from mil.report import plot_attention
     from mil.results import ExperimentResults
-    from mil.search import SearchResult, search
     from mil.splits import Fold, FromColumn, KFold, MonteCarlo, Splits
     from mil.stage import PredictConfig, PredictStage, predict_cohort
     from mil.tasks import create_task
     from mil.train import MILModel, TrainConfig, evaluate, fit, predict_bags
+    from mil.tuning import SearchResult, search
 
 # Public name -> module, imported on first use: `sfc` imports mil.cli to build its
 # parser, and torch (seconds) must not load until a model is really needed.
@@ -57,8 +57,6 @@ _EXPORTS = {
     "Predictor": "mil.predictor",
     "plot_attention": "mil.report",
     "ExperimentResults": "mil.results",
-    "SearchResult": "mil.search",
-    "search": "mil.search",
     "Fold": "mil.splits",
     "FromColumn": "mil.splits",
     "KFold": "mil.splits",
@@ -73,6 +71,8 @@ _EXPORTS = {
     "evaluate": "mil.train",
     "fit": "mil.train",
     "predict_bags": "mil.train",
+    "SearchResult": "mil.tuning",
+    "search": "mil.tuning",
 }
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
