@@ -37,7 +37,7 @@ from mil.train import (
 )
 
 
-@pytest.mark.parametrize("bags, rows", [(3, 7), (1, 3)], ids=["folded", "small-input"])
+@pytest.mark.parametrize(("bags", "rows"), [(3, 7), (1, 3)], ids=["folded", "small-input"])
 def test_folded_standardisation_equals_standardising_the_input(bags, rows):
     torch.manual_seed(0)
     x = torch.randn(bags, rows, 12) * 5 + 2
