@@ -170,7 +170,7 @@ def plan_slide(task: SlideTask, inputs: RunInputs | None = None) -> SlidePlan:
             slide, config, level=grid.level, read_px=grid.read_px, coords=grid.coords
         )
         stain = _fit_stain(slide, tissue, config)
-        choice = slide.best_level_for(config.target_mpp, tolerance=config.tolerance)
+        choice = grid.choice
         resolution = {
             "mpp_requested": config.target_mpp,
             "mpp_actual": choice.actual_mpp,
@@ -303,13 +303,12 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, Any]:
     normalizer = None
     if plan.stain is not None:
         normalizer = create_normalizer(plan.stain["name"]).from_dict(plan.stain["params"])
-    kept, method, dct_scale = 0, "", 1
+    method, dct_scale = "", 1
     with plan.task.open() as slide:
         batches = read_batches(slide, coords, plan.pixels, jpeg_quality=config.jpeg_quality)
         for batch, reader in batches:
             metrics = tile_qc(batch.qc_images)
             keep = qc_keep(metrics, config.qc)
-            kept += int(keep.sum())
             tiles = batch.tiles
             if normalizer is not None and tiles is not None:
                 tiles = normalizer.transform(tiles)
@@ -321,7 +320,6 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, Any]:
     return {
         "start": start,
         "tiles": stop - start,
-        "kept": kept,
         "method": method,
         "dct_scale": dct_scale,
         "qc": qc,
@@ -331,7 +329,7 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, Any]:
 def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
     """Record provenance, mark the tiling part complete and commit the store."""
     config = plan.task.config
-    n_kept = sum(b["kept"] for b in bands)
+    n_kept = sum(int(b["qc"]["keep"].sum()) for b in bands)
     methods = sorted({b["method"] for b in bands if b["method"]})
     if not Path(plan.partial).exists() and (
         part_state(plan.task.store, PART, config.identity()) == "complete"

@@ -62,9 +62,10 @@ def _pixel_codecs(codec: str, jpeg_quality: int) -> dict[str, Any]:
     return {"compressors": checksummed()}
 
 
-def _qc_dtype(column: str) -> str:
-    """Stored type of a QC column the bands fill: the verdict ``keep`` is bool, metrics float32."""
-    return "bool" if column == "keep" else "float32"
+def _qc_kind(column: str) -> tuple[str, Any]:
+    """Stored type and fill value of a QC column the bands fill: the verdict ``keep`` is
+    bool (False until written), the metrics float32 (NaN until written)."""
+    return ("bool", False) if column == "keep" else ("float32", np.nan)
 
 
 def create_tile_store(
@@ -109,8 +110,8 @@ def create_tile_store(
         **{
             f"qc/{column}": {
                 "shape": (n,),
-                "dtype": _qc_dtype(column),
-                "fill_value": False if column == "keep" else np.nan,
+                "dtype": _qc_kind(column)[0],
+                "fill_value": _qc_kind(column)[1],
                 **qc_column,
             }
             for column in (*qc_columns, "keep")
@@ -188,7 +189,7 @@ class BandWriter:
         self._tiles = zarr.open_array(store=str(store), path="tiles", mode="r+") if pixels else None
         self._jpeg_quality = jpeg_quality
         self.start, self.stop, self.shard = start, stop, shard_tiles
-        self._metrics = {c: np.empty(stop - start, _qc_dtype(c)) for c in columns}
+        self._metrics = {c: np.empty(stop - start, _qc_kind(c)[0]) for c in columns}
         self._done = np.zeros(stop - start, bool)
         self._buffer: np.ndarray | None = None
         self._encoded: list[bytes | None] = []
