@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mil.report import plot_attention
     from mil.results import ExperimentResults
     from mil.splits import Fold, FromColumn, KFold, MonteCarlo, Splits
+    from mil.stacked import fit_stacked
     from mil.stage import PredictConfig, PredictStage, predict_cohort
     from mil.tasks import create_task
     from mil.train import MILModel, TrainConfig, evaluate, fit, predict_bags
@@ -62,6 +63,7 @@ _EXPORTS = {
     "KFold": "mil.splits",
     "MonteCarlo": "mil.splits",
     "Splits": "mil.splits",
+    "fit_stacked": "mil.stacked",
     "PredictConfig": "mil.stage",
     "PredictStage": "mil.stage",
     "predict_cohort": "mil.stage",
@@ -106,6 +108,7 @@ __all__ = [
     "create_task",
     "evaluate",
     "fit",
+    "fit_stacked",
     "list_heads",
     "plot_attention",
     "predict_bags",

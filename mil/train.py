@@ -336,6 +336,12 @@ def _balanced_batches(
     return np.concatenate(draws, axis=1).tolist()
 
 
+def class_weights(targets: np.ndarray, n_classes: int) -> np.ndarray:
+    """Loss weight per class, inverse to its share of ``targets`` (``balance="weights"``)."""
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float32)
+    return len(targets) / (n_classes * np.maximum(counts, 1))
+
+
 def _optimizer_kernel(device: torch.device) -> dict[str, bool]:
     """AdamW's fused kernel (one call updates every parameter) where torch has one.
 
@@ -423,8 +429,7 @@ def fit(
     targets = task.encode(train.labels)
     weight = None
     if config.balance == "weights" and isinstance(task, Classification):
-        counts = np.bincount(targets, minlength=task.n_out).astype(np.float32)
-        weight = torch.from_numpy(len(targets) / (task.n_out * np.maximum(counts, 1))).to(device)
+        weight = torch.from_numpy(class_weights(targets, task.n_out)).to(device)
     target_tensor = torch.from_numpy(targets)
     sizes = np.array([train.size(i) for i in range(len(train))])
     use_amp = config.amp and _mixed_precision(device)

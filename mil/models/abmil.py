@@ -33,7 +33,7 @@ class ABMIL(MILHead):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, classes: torch.Tensor | None = None
     ) -> HeadOutput:
-        if mask is not None:
+        if mask is not None and self.pack_rows:
             return self._packed(x, mask)
         h = self.encoder(x)
         a = masked_softmax(self.attention(h)[..., 0], full_mask(x, mask))

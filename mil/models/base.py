@@ -124,6 +124,9 @@ class MILHead(nn.Module):
     #: Whether this epoch's validation may stop training or pick the best weights
     #: (false while a head's loss schedule has not yet handed over to the task loss).
     selectable: bool = True
+    #: Whether a head that can run a padded batch on its real rows only (ABMIL) does so;
+    #: off where data-dependent row indexing cannot run (``torch.func.vmap``, ``mil.stacked``).
+    pack_rows: bool = True
 
     def __init__(self, in_dim: int, n_out: int, *, hidden_dim: int = 256, dropout: float = 0.25):
         super().__init__()

@@ -49,6 +49,7 @@ class MaxPool(MILHead):
         mask = full_mask(x, mask)
         h = self.encoder(x).masked_fill(~mask[..., None], -torch.inf)
         z, winner = h.max(dim=1)
-        share = torch.zeros(mask.shape, dtype=z.dtype, device=z.device)
-        share.scatter_add_(1, winner, torch.full_like(z, 1.0 / z.shape[1]))
+        share = torch.zeros(mask.shape, dtype=z.dtype, device=z.device).scatter_add(
+            1, winner, torch.full_like(z, 1.0 / z.shape[1])
+        )
         return HeadOutput(logits=self.classifier(z), scores=share, embedding=z)
