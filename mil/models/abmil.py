@@ -25,8 +25,11 @@ class ABMIL(MILHead):
         hidden_dim: int = 256,
         attn_dim: int = 128,
         dropout: float = 0.25,
+        encoder_layers: int = 1,
     ):
-        super().__init__(in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout)
+        super().__init__(
+            in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout, encoder_layers=encoder_layers
+        )
         self.attention = AttentionNet(hidden_dim, attn_dim, 1, gated=self.gated, dropout=dropout)
         self.classifier = nn.Linear(hidden_dim, n_out)
 

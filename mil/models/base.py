@@ -7,6 +7,7 @@ marking real instances, and returns a :class:`HeadOutput`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -115,9 +116,14 @@ class MILHead(nn.Module):
     n_out
         Number of outputs (classes, 1 for regression or Cox, time bins).
     hidden_dim
-        Width of the instance encoder.
+        Width of the instance encoder (of its last layer).
     dropout
-        Dropout after the encoder and inside attention.
+        Dropout after each encoder layer and inside attention.
+    encoder_layers
+        Layers of the instance encoder (linear, ReLU, dropout each), halving in
+        width down to ``hidden_dim``: 2 gives ``D → 2·hidden_dim → hidden_dim``.
+        Classical MIL sets differ on it (Tiger gains from 2, Fox loses; see
+        ``benchmarks/mil_classic.py --encoder-layers``).
     """
 
     aux_weight: float = 0.0
@@ -128,15 +134,28 @@ class MILHead(nn.Module):
     #: off where data-dependent row indexing cannot run (``torch.func.vmap``, ``mil.stacked``).
     pack_rows: bool = True
 
-    def __init__(self, in_dim: int, n_out: int, *, hidden_dim: int = 256, dropout: float = 0.25):
+    def __init__(
+        self,
+        in_dim: int,
+        n_out: int,
+        *,
+        hidden_dim: int = 256,
+        dropout: float = 0.25,
+        encoder_layers: int = 1,
+    ):
         super().__init__()
-        if in_dim < 1 or n_out < 1 or hidden_dim < 1 or not 0 <= dropout < 1:
+        if min(in_dim, n_out, hidden_dim, encoder_layers) < 1 or not 0 <= dropout < 1:
             raise ValueError(
-                f"{type(self).__name__}: in_dim, n_out and hidden_dim must be positive and "
-                f"0 <= dropout < 1 (got {in_dim}, {n_out}, {hidden_dim}, {dropout})"
+                f"{type(self).__name__}: in_dim, n_out, hidden_dim and encoder_layers must be "
+                f"positive and 0 <= dropout < 1 (got {in_dim}, {n_out}, {hidden_dim}, "
+                f"{encoder_layers}, {dropout})"
             )
         self.in_dim, self.n_out, self.hidden_dim = in_dim, n_out, hidden_dim
-        self.encoder = nn.Sequential(InputLinear(in_dim, hidden_dim), nn.ReLU(), Dropout(dropout))
+        widths = [hidden_dim * 2 ** (encoder_layers - 1 - i) for i in range(encoder_layers)]
+        layers: list[nn.Module] = [InputLinear(in_dim, widths[0]), nn.ReLU(), Dropout(dropout)]
+        for before, width in pairwise(widths):
+            layers += [nn.Linear(before, width), nn.ReLU(), Dropout(dropout)]
+        self.encoder = nn.Sequential(*layers)
 
     def phases(self) -> tuple[str, ...]:
         """Training phases run one after another (most heads have one)."""

@@ -45,8 +45,11 @@ class CLAMSB(MILHead):
         dropout: float = 0.25,
         k_sample: int = 8,
         subtyping: bool | None = None,
+        encoder_layers: int = 1,
     ):
-        super().__init__(in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout)
+        super().__init__(
+            in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout, encoder_layers=encoder_layers
+        )
         if k_sample < 1:
             raise ValueError(f"k_sample must be positive, got {k_sample}")
         branches = n_out if self.multi_branch else 1

@@ -37,8 +37,11 @@ class DSMIL(MILHead):
         hidden_dim: int = 256,
         q_dim: int = 128,
         dropout: float = 0.25,
+        encoder_layers: int = 1,
     ):
-        super().__init__(in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout)
+        super().__init__(
+            in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout, encoder_layers=encoder_layers
+        )
         self.instance_classifier = nn.Linear(hidden_dim, n_out)
         self.query = nn.Sequential(nn.Linear(hidden_dim, q_dim), nn.Tanh())
         self.value = nn.Sequential(Dropout(dropout), nn.Linear(hidden_dim, hidden_dim))

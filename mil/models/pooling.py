@@ -18,8 +18,18 @@ def _columns(scores: torch.Tensor) -> torch.Tensor:
 class MeanPool(MILHead):
     """Mean of the encoded instances; scores are each instance's own logits."""
 
-    def __init__(self, in_dim: int, n_out: int, *, hidden_dim: int = 256, dropout: float = 0.25):
-        super().__init__(in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout)
+    def __init__(
+        self,
+        in_dim: int,
+        n_out: int,
+        *,
+        hidden_dim: int = 256,
+        dropout: float = 0.25,
+        encoder_layers: int = 1,
+    ):
+        super().__init__(
+            in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout, encoder_layers=encoder_layers
+        )
         self.classifier = nn.Linear(hidden_dim, n_out)
 
     def forward(
@@ -39,8 +49,18 @@ class MeanPool(MILHead):
 class MaxPool(MILHead):
     """Feature-wise max; an instance's score is the share of features it supplies."""
 
-    def __init__(self, in_dim: int, n_out: int, *, hidden_dim: int = 256, dropout: float = 0.25):
-        super().__init__(in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout)
+    def __init__(
+        self,
+        in_dim: int,
+        n_out: int,
+        *,
+        hidden_dim: int = 256,
+        dropout: float = 0.25,
+        encoder_layers: int = 1,
+    ):
+        super().__init__(
+            in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout, encoder_layers=encoder_layers
+        )
         self.classifier = nn.Linear(hidden_dim, n_out)
 
     def forward(

@@ -89,8 +89,11 @@ class SCMIL(MILHead):
         temperature: float = 0.1,
         mode: str = "progressive",
         contrastive_weight: float = 0.5,
+        encoder_layers: int = 1,
     ):
-        super().__init__(in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout)
+        super().__init__(
+            in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout, encoder_layers=encoder_layers
+        )
         if mode not in MODES:
             raise ValueError(f"SC-MIL mode must be one of {MODES}, got {mode!r}")
         if temperature <= 0 or not 0 <= contrastive_weight <= 1:

@@ -126,8 +126,11 @@ class TransMIL(MILHead):
         heads: int = 8,
         landmarks: int = 256,
         dropout: float = 0.1,
+        encoder_layers: int = 1,
     ):
-        super().__init__(in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout)
+        super().__init__(
+            in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout, encoder_layers=encoder_layers
+        )
         self.cls_token = nn.Parameter(torch.randn(1, 1, hidden_dim) * 0.02)
         options = {"heads": heads, "landmarks": landmarks, "dropout": dropout}
         self.layer1 = TransLayer(hidden_dim, **options)
