@@ -14,9 +14,8 @@ def _columns(scores: torch.Tensor) -> torch.Tensor:
     return scores[..., 0] if scores.shape[-1] == 1 else scores
 
 
-@heads.register("mean", description="mean of encoded instances", paper="Ilse et al. 2018")
-class MeanPool(MILHead):
-    """Mean of the encoded instances; scores are each instance's own logits."""
+class _Pooled(MILHead):
+    """A pooling head: the encoder (see :class:`MILHead`) and a linear classifier of the pool."""
 
     def __init__(
         self,
@@ -31,6 +30,11 @@ class MeanPool(MILHead):
             in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout, encoder_layers=encoder_layers
         )
         self.classifier = nn.Linear(hidden_dim, n_out)
+
+
+@heads.register("mean", description="mean of encoded instances", paper="Ilse et al. 2018")
+class MeanPool(_Pooled):
+    """Mean of the encoded instances; scores are each instance's own logits."""
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, classes: torch.Tensor | None = None
@@ -46,22 +50,8 @@ class MeanPool(MILHead):
 @heads.register(
     "max", description="feature-wise max of encoded instances", paper="Ilse et al. 2018"
 )
-class MaxPool(MILHead):
+class MaxPool(_Pooled):
     """Feature-wise max; an instance's score is the share of features it supplies."""
-
-    def __init__(
-        self,
-        in_dim: int,
-        n_out: int,
-        *,
-        hidden_dim: int = 256,
-        dropout: float = 0.25,
-        encoder_layers: int = 1,
-    ):
-        super().__init__(
-            in_dim, n_out, hidden_dim=hidden_dim, dropout=dropout, encoder_layers=encoder_layers
-        )
-        self.classifier = nn.Linear(hidden_dim, n_out)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, classes: torch.Tensor | None = None
