@@ -6,14 +6,16 @@ microseconds each, whatever their size. Cross-validation pays it once per fold
 and step. :func:`fit_stacked` stacks the folds' models
 (:func:`torch.func.stack_module_state`) and runs every fold's step as one
 (:func:`torch.func.vmap`), so the fixed cost is paid once per step for all
-folds: ten folds of Musk1 or Fox train about 2–3× faster than one after another.
+folds. Ten folds of Fox or Musk1 train about 2.1× faster than one after another
+(ABMIL, 1 thread); UCSB's 700-feature bags, where the products dominate, 1.1×.
 
 Each fold keeps its own data, batch order, dropout draws and optimiser state;
 the update is AdamW with each fold's own step count, so a fold trained here
 follows the same algorithm as :func:`mil.train.fit` would (without dropout, the
 same weights to float precision: tested). A fold whose epoch has fewer
-batches than another's sits out the extra steps (its update is masked), and a
-short last batch is padded with bags whose target is ignored.
+batches than another's sits out the extra steps (it gets no gradient, so AdamW
+leaves it alone), and a short last batch is padded with bags whose target is
+ignored.
 """
 
 from __future__ import annotations
