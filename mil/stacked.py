@@ -88,29 +88,35 @@ def _check(
 
 
 class _StackedBags:
-    """Every fold's training bags zero-padded into one (Σ bags, longest, D) tensor."""
+    """The folds' training bags zero-padded into one (bags, longest, D) tensor.
+
+    Folds of one CV share their bags (``BagTable.subset`` keeps the arrays), so
+    each distinct bag array is held once: ten folds cost one copy of the set.
+    """
 
     def __init__(self, trains: Sequence[BagTable], device: torch.device) -> None:
-        sizes = [np.array([t.size(i) for i in range(len(t))]) for t in trains]
-        longest = max(int(s.max()) for s in sizes)
-        total = sum(len(t) for t in trains)
-        if total * longest * trains[0].dim > MAX_STACKED_VALUES:
+        self.sizes = [np.array([t.size(i) for i in range(len(t))]) for t in trains]
+        row_of: dict[int, int] = {}  # id of a bag's array → its row
+        arrays: list[np.ndarray] = []
+        self.rows = []
+        for table in trains:
+            for bag in table.bags:
+                if id(bag) not in row_of:
+                    row_of[id(bag)] = len(arrays)
+                    arrays.append(bag)
+            self.rows.append(np.array([row_of[id(bag)] for bag in table.bags]))
+        longest, dim = max(len(a) for a in arrays), trains[0].dim
+        if len(arrays) * longest * dim > MAX_STACKED_VALUES:
             raise MILError(
-                f"{total} bags of up to {longest} instances × {trains[0].dim} features are too "
-                "big to train stacked",
+                f"{len(arrays)} bags of up to {longest} instances × {dim} features are too big "
+                "to train stacked",
                 hint="fit_stacked is for small bags; train each model with mil.train.fit",
             )
-        x = torch.zeros(total, longest, trains[0].dim)
-        row = 0
-        for table in trains:
-            for i in range(len(table)):
-                bag = torch.from_numpy(table.features(i))
-                x[row, : len(bag)] = bag
-                row += 1
+        x = torch.zeros(len(arrays), longest, dim)
+        for row, bag in enumerate(arrays):
+            x[row, : len(bag)] = torch.from_numpy(bag)
         self.x = x.to(device)
-        self.lengths = torch.from_numpy(np.concatenate(sizes)).to(device)
-        self.offsets = np.cumsum([0] + [len(t) for t in trains[:-1]])
-        self.sizes = sizes
+        self.lengths = torch.tensor([len(a) for a in arrays], device=device)
 
     def step(
         self, batches: Sequence[list[int] | None], targets: Sequence[np.ndarray]
@@ -127,7 +133,7 @@ class _StackedBags:
         labels = np.full((len(batches), width), IGNORED, np.int64)
         for f, batch in enumerate(batches):
             own = batch if batch is not None else [0]
-            rows[f] = self.offsets[f] + np.asarray((own + own[:1] * width)[:width])
+            rows[f] = self.rows[f][(own + own[:1] * width)[:width]]
             labels[f, : len(own)] = targets[f][own]
         index = torch.from_numpy(rows).to(self.x.device)
         lengths = self.lengths[index]
