@@ -40,11 +40,12 @@ from mil.train import (
     _epoch_batches,
     _optimizer_kernel,
     class_weights,
-    fit_standardizer,
+    make_scheduler,
     resolve_device,
+    standardize_for,
 )
 
-#: Values (folds × bags × longest bag × D) the padded copy of the training bags may hold.
+#: Values (distinct bags × longest bag × D) the padded copy of the training bags may hold.
 MAX_STACKED_VALUES = 2**28
 #: The target of a padding bag: ``cross_entropy`` leaves it out of the mean.
 IGNORED = -100
@@ -143,13 +144,6 @@ class _StackedBags:
         return x, mask, torch.from_numpy(labels).to(x.device)
 
 
-def _learning_rate(config: TrainConfig, epoch: int) -> float:
-    """The epoch's learning rate under ``config.schedule`` (cosine to 0, or constant)."""
-    if config.schedule == "cosine":
-        return config.lr * (1 + math.cos(math.pi * epoch / config.epochs)) / 2
-    return config.lr
-
-
 def fit_stacked(
     models: Sequence[MILModel],
     task: Task,
@@ -206,10 +200,7 @@ def fit_stacked(
     order = np.random.default_rng([config.seed, len(models)])
     if config.standardize:
         for model, train, seed in zip(models, trains, seeds, strict=True):
-            mean, std = fit_standardizer(train, seed=seed)
-            with torch.no_grad():
-                model.mean.copy_(torch.from_numpy(mean))
-                model.std.copy_(torch.from_numpy(std))
+            standardize_for(model, train, seed=seed)
     targets = [task.encode(t.labels) for t in trains]
     weights = None
     if config.balance == "weights":
@@ -229,6 +220,7 @@ def fit_stacked(
     optimiser = torch.optim.AdamW(
         folds, lr=config.lr, weight_decay=config.weight_decay, **_optimizer_kernel(device)
     )
+    scheduler = make_scheduler(optimiser, config, lower_is_better=True)  # no plateau here
     base = _functional_base(models[0]).to(device)
 
     def fold_loss(
@@ -258,8 +250,6 @@ def fit_stacked(
             ) from error
     results = [FitResult(monitor="loss") for _ in models]
     for epoch in range(config.epochs):
-        for group in optimiser.param_groups:
-            group["lr"] = _learning_rate(config, epoch)
         base.train()
         batches = [
             _epoch_batches(y, s, task, config, rng)
@@ -283,6 +273,8 @@ def fit_stacked(
                 "phase": "train", "epoch": epoch,
                 "train_loss": float(totals[f]) / len(batches[f]), "aux_weight": 0.0,
             })  # fmt: skip
+        if scheduler is not None:
+            scheduler.step()
     _unstack(models, _stacked(folds, names, shapes), buffers)
     for result in results:
         result.best_epoch = config.epochs - 1

@@ -195,6 +195,31 @@ def fit_standardizer(
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
+def standardize_for(model: MILModel, train: BagSource, *, seed: int) -> None:
+    """Set ``model``'s feature standardisation to the mean and std of ``train``'s bags."""
+    mean, std = fit_standardizer(train, seed=seed)
+    with torch.no_grad():
+        model.mean.copy_(torch.from_numpy(mean))
+        model.std.copy_(torch.from_numpy(std))
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, *, lower_is_better: bool
+) -> Any:
+    """The learning-rate schedule of ``config.schedule`` (``None`` for ``"constant"``).
+
+    Stepped once per epoch; ``"plateau"`` takes the monitored validation value.
+    """
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min" if lower_is_better else "max", factor=0.5,
+            patience=max(1, (config.patience or 10) // 2),
+        )  # fmt: skip
+    return None
+
+
 class _TrainingBags:
     """Bag ``i`` of a source with its training rows sampled, seeded per (epoch, bag)."""
 
@@ -421,10 +446,7 @@ def fit(
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
     if config.standardize:
-        mean, std = fit_standardizer(train, seed=config.seed)
-        with torch.no_grad():
-            model.mean.copy_(torch.from_numpy(mean))
-            model.std.copy_(torch.from_numpy(std))
+        standardize_for(model, train, seed=config.seed)
     model.to(device)
     targets = task.encode(train.labels)
     weight = None
@@ -446,14 +468,7 @@ def fit(
         optimizer = torch.optim.AdamW(
             params, lr=config.lr, weight_decay=config.weight_decay, **_optimizer_kernel(device)
         )
-        scheduler: Any = None
-        if config.schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-        elif config.schedule == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min" if lower else "max", factor=0.5,
-                patience=max(1, (config.patience or 10) // 2),
-            )  # fmt: skip
+        scheduler = make_scheduler(optimizer, config, lower_is_better=lower)
         stopper = _Stopper(lower, config.patience)
         best_state = None
         epochs = tqdm(range(config.epochs), desc=phase, disable=not config.progress, leave=False)
