@@ -18,7 +18,12 @@ Rows:
   with the default codec, with lossless ``zstd``, and coordinates only (QC from
   ⅛-scale decodes). "store/slide" divides the store's tile bytes by the slide's
   bytes for the stored JPEG tiles under its tiles, "store/lossless" by the
-  ``zstd`` store's; on Ray, cluster start-up is outside the clock;
+  ``zstd`` store's;
+- ours on a cohort: ``tiling.tile_cohort`` on local Ray over ``--cohort`` links to
+  the slide, each tiled as a slide of its own, so one slide's plan and commit
+  overlap another's bands; Ray's start-up is outside the clock, the workers' is
+  inside it ("cold workers") or done by an untimed first cohort ("warm workers":
+  the steady state of a long run);
 - our ``TileReader`` alone: ``per_tile``, ``region`` and ``native``, on 1 and 2
   threads, ``native`` also as 2 processes over halves of the grid, and ``native``
   without the final resize (read only) to separate reading from resizing;
@@ -31,8 +36,8 @@ Rows:
 "Mpx/s" counts level pixels delivered (tiles x ``read_px``²; decoded pixels for
 the floor), so readers that resize and the floor compare like for like;
 "x floor(2c)" divides it by the faster two-core floor, "x grid floor" by the
-two-thread decode of only the stored tiles under the grid (tissue decodes slower
-than glass), and "x naive" divides tiles/s by the naive loop's.
+faster two-core decode of only the stored tiles under the grid (tissue decodes
+slower than glass), and "x naive" divides tiles/s by the naive loop's.
 
     python benchmarks/tiling.py --synthetic 20000x16000
     python benchmarks/tiling.py --data slide.svs --synthetic 0 --scenario aligned
@@ -69,7 +74,10 @@ _NOTE_CHARS = 70
 FLOORS_2C = ("floor: JPEG decode, 2 threads", "floor: JPEG decode, 2 processes")
 # Decoding only the stored tiles under the grid: tissue tiles decode slower than the
 # glass that dominates a whole level, so this is the floor a tile reader really faces.
-GRID_FLOOR_2C = "floor: grid's JPEG tiles only, 2 threads"
+GRID_FLOORS_2C = (
+    "floor: grid's JPEG tiles only, 2 threads",
+    "floor: grid's JPEG tiles only, 2 processes",
+)
 COLUMNS = [
     "slide",
     "method",
@@ -357,8 +365,11 @@ def _store_sizes(slide: str, store: Path) -> dict[str, int]:
 
 
 def run_ours_ray(job: dict[str, Any]) -> dict[str, Any]:
-    """``tiling.tile_cohort`` on a local Ray instance (started before the clock) using
-    every core: the slide's row bands run as parallel tasks."""
+    """``tiling.tile_cohort`` on a local Ray instance (started before the clock) over a
+    cohort of ``copies`` links to the slide, each tiled as its own slide (its own tissue
+    detection, probes and store): plans, bands and commits of different slides overlap
+    on the cores. ``warm``: the workers have tiled a first cohort (untimed), so the clock
+    sees the steady state; else it includes the workers' start-up."""
     try:
         import ray
 
@@ -366,23 +377,37 @@ def run_ours_ray(job: dict[str, Any]) -> dict[str, Any]:
         from tiling import TilingConfig, tile_cohort
     except ImportError as exc:
         return {"skipped": f"ours on Ray: not available ({exc})"}
-    out = Path(job["workdir"]) / "ours-ray"
-    cohort = Cohort([SlideRecord("bench", job["slide"], "bench")])
-    config = TilingConfig(mpp=job["mpp"], tile_px=job["tile_px"], band_tiles=1024)
+    work = Path(job["workdir"]) / "ours-ray"
+    shutil.rmtree(work, ignore_errors=True)
+    links = work / "slides"
+    links.mkdir(parents=True)
+    suffix = Path(job["slide"]).suffix
+    records = []
+    for k in range(job["copies"]):
+        link = links / f"bench{k}{suffix}"
+        link.symlink_to(Path(job["slide"]).resolve())
+        records.append(SlideRecord(f"bench{k}", str(link), "bench"))
+    config = TilingConfig(mpp=job["mpp"], tile_px=job["tile_px"])
     ray.init(num_cpus=job["processes"], include_dashboard=False, log_to_driver=False)
     try:
+        if job["warm"]:
+            tile_cohort(Cohort(records), work / "warm-up", config, progress=False)
         start = time.perf_counter()
-        report = tile_cohort(cohort, out, config, overwrite=True, progress=False)
+        report = tile_cohort(Cohort(records), work / "timed", config, progress=False)
         seconds = time.perf_counter() - start
     finally:
         ray.shutdown()
-    shutil.rmtree(out, ignore_errors=True)
-    (result,) = report.results
-    if result.status != "done":
-        return {"skipped": f"ours on Ray: {result.status} ({result.error})"}
-    details = result.details or {}
-    method = f"{details.get('read_method', '')}, {details.get('codec', '')} (Ray bands)"
-    return {"tiles": int(result.n_tiles), "seconds": seconds, "method": method}
+        shutil.rmtree(work, ignore_errors=True)
+    failed = [r for r in report.results if r.status != "done"]
+    if failed:
+        return {"skipped": f"ours on Ray: {failed[0].status} ({failed[0].error})"}
+    details = report.results[0].details or {}
+    method = f"{details.get('read_method', '')}, {details.get('codec', '')} (Ray)"
+    return {
+        "tiles": sum(int(r.n_tiles) for r in report.results),
+        "seconds": seconds,
+        "method": method,
+    }
 
 
 _WORKERS = {
@@ -474,12 +499,23 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         ("floor: JPEG decode, 1 thread", {"kind": "floor", "threads": 1}),
         (FLOORS_2C[0], {"kind": "floor", "threads": 2}),
         (FLOORS_2C[1], {"kind": "split", "split": "floor", "threads": 1, "processes": 2}),
-        (GRID_FLOOR_2C, {"kind": "floor", "threads": 2, "grid_only": True}),
+        (GRID_FLOORS_2C[0], {"kind": "floor", "threads": 2, "grid_only": True}),
+        (
+            GRID_FLOORS_2C[1],
+            {"kind": "split", "split": "floor", "threads": 1, "processes": 2, "grid_only": True},
+        ),
         ("naive: openslide per tile", {"kind": "naive"}),
         (OURS_DEFAULT, {"kind": "ours"}),
         (OURS_LOSSLESS, {"kind": "ours", "codec": "zstd"}),
         ("ours: tile_slide, coordinates only", {"kind": "ours", "store_pixels": False}),
-        ("ours: tile_cohort on Ray, 2 CPUs", {"kind": "ours_ray", "processes": 2}),
+        (
+            f"ours: tile_cohort on Ray, {args.cohort} slides, cold workers",
+            {"kind": "ours_ray", "processes": 2, "copies": args.cohort, "warm": False},
+        ),
+        (
+            f"ours: tile_cohort on Ray, {args.cohort} slides, warm workers",
+            {"kind": "ours_ray", "processes": 2, "copies": args.cohort, "warm": True},
+        ),
     ]
     for method in args.methods:
         for threads in (1, 2):
@@ -586,7 +622,7 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
     # Both cores: the better of two threads and two processes.
     floor = max((r.get("Mpx/s", 0) for r in rows if r["method"] in FLOORS_2C), default=0)
     by_name = {r["method"]: r for r in rows}
-    grid_floor = by_name.get(GRID_FLOOR_2C, {}).get("Mpx/s")
+    grid_floor = max((r.get("Mpx/s", 0) for r in rows if r["method"] in GRID_FLOORS_2C), default=0)
     naive = by_name.get("naive: openslide per tile", {}).get("tiles/s")
     lossless = by_name.get(OURS_LOSSLESS, {}).get("store_bytes")
     for row in rows:
@@ -631,6 +667,9 @@ def main() -> None:
         nargs="*",
         default=["native"],
         help="TileReader methods timed alone (per_tile, region, native)",
+    )
+    parser.add_argument(
+        "--cohort", type=int, default=8, help="slides (links to each slide) in the Ray rows"
     )
     parser.add_argument("--hs2p-python", help="interpreter with hs2p installed (separate venv)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/tiling.json)")

@@ -79,9 +79,7 @@ class JpegCodec(ArrayBytesCodec):
             raise ValueError(f"{CODEC_NAME} stores uint8 pixels, not {dtype}")
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        import imagecodecs
-
-        image = imagecodecs.jpeg8_decode(chunk_bytes.to_bytes())
+        image = decode_jpeg(chunk_bytes.to_bytes())
         return chunk_spec.prototype.nd_buffer.from_numpy_array(image.reshape(chunk_spec.shape))
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
@@ -97,6 +95,17 @@ class JpegCodec(ArrayBytesCodec):
     def compute_encoded_size(self, input_byte_length: int, _chunk_spec: ArraySpec) -> int:
         """Unknown before encoding (JPEG is variable-size)."""
         raise NotImplementedError
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """A complete JPEG stream (a chunk of :class:`JpegCodec`) as ``(H, W, 3)`` uint8 RGB.
+
+    libjpeg-turbo reads the colour space from the stream (JFIF YCbCr, or RGB
+    marked by an Adobe APP14 segment).
+    """
+    import imagecodecs
+
+    return imagecodecs.jpeg8_decode(data)
 
 
 def encode_jpeg(image: np.ndarray, *, quality: int) -> bytes:
@@ -132,7 +141,7 @@ def complete_jpeg(data: bytes, tables: bytes | None, *, rgb: bool) -> bytes:
         raise ValueError("not a JPEG stream (no SOI marker)")
     head = _ADOBE_RGB if rgb and b"Adobe" not in data[:64] else b""
     shared = tables[2:-2] if tables and tables[-2:] == _EOI else b""
-    return _SOI + head + shared + data[2:]
+    return b"".join((_SOI, head, shared, memoryview(data)[2:]))  # one copy of the tile
 
 
 def decode_reduced(data: bytes, scale: int) -> np.ndarray:

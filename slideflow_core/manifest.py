@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import posixpath
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -46,6 +46,18 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
     """The CRC32 of one file as 8 hex digits, read in 1 MiB blocks."""
     with open(path, "rb") as handle:
         return _stream_checksum(handle)
+
+
+def bytes_checksum(parts: Iterable[bytes | memoryview]) -> str:
+    """The checksum :func:`file_checksum` gives a file holding ``parts`` one after another.
+
+    A writer that has a file's bytes in hand records this instead of reading
+    the file back (see ``known`` in :func:`build_manifest`).
+    """
+    crc = 0
+    for part in parts:  # zlib releases the GIL on blocks of more than a few kB
+        crc = zlib.crc32(part, crc)
+    return f"{crc:08x}"
 
 
 def _stream_checksum(handle: BinaryIO) -> str:
@@ -116,19 +128,35 @@ def _files_under(root: Path, entry: str) -> Iterable[Path]:
                 yield Path(folder) / name
 
 
-def build_manifest(root: str | os.PathLike[str], entries: Iterable[str]) -> dict[str, Any]:
+def build_manifest(
+    root: str | os.PathLike[str],
+    entries: Iterable[str],
+    *,
+    known: Mapping[str, tuple[int, str]] | None = None,
+) -> dict[str, Any]:
     """The manifest of every file under ``entries`` (files or folders relative to ``root``).
 
     Entries that do not exist are skipped (an array whose chunks all equal the
-    fill value has no chunk files).
+    fill value has no chunk files). ``known`` gives ``(size, checksum)`` of files
+    (relative POSIX paths) as their writers computed them from the bytes they
+    wrote (:func:`bytes_checksum`); such a file is not read back when its size on
+    disk is the recorded one, and is checksummed from disk otherwise.
     """
     root = Path(root)
+    known = known or {}
     paths = [path for entry in entries for path in _files_under(root, entry)]
-    sums = _checksums(file_checksum, paths)
+    names = [Path(os.path.relpath(path, root)).as_posix() for path in paths]
+    sizes = [path.stat().st_size for path in paths]
+    todo = [
+        i
+        for i, (name, size) in enumerate(zip(names, sizes, strict=True))
+        if known.get(name, (None,))[0] != size
+    ]
+    sums = dict(zip(todo, _checksums(file_checksum, [paths[i] for i in todo]), strict=True))
     files = {
         # "../<id>.cells/...": a file beside the store
-        Path(os.path.relpath(path, root)).as_posix(): [path.stat().st_size, crc]
-        for path, crc in zip(paths, sums, strict=True)
+        name: [size, sums[i] if i in sums else known[name][1]]
+        for i, (name, size) in enumerate(zip(names, sizes, strict=True))
     }
     return {"algorithm": ALGORITHM, "files": dict(sorted(files.items()))}
 

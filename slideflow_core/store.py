@@ -27,7 +27,7 @@ import re
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,7 @@ def mark_part(
     info: dict[str, Any],
     *,
     files: Iterable[str] | None = None,
+    known: Mapping[str, tuple[int, str]] | None = None,
 ) -> None:
     """Record ``part`` as complete in the store's root attributes.
 
@@ -221,8 +222,11 @@ def mark_part(
         manifest (sizes, checksums) is recorded so readers and :func:`part_state`
         can tell a damaged part from a complete one. Without ``files``, a part
         marked again keeps the manifest it had (a new description, same files).
+    known
+        Sizes and checksums of some of those files as their writers computed
+        them (see :func:`~slideflow_core.manifest.build_manifest`).
     """
-    manifest = build_manifest(store, files) if files is not None else None
+    manifest = build_manifest(store, files, known=known) if files is not None else None
     with _store_lock(store):
         group = _open_root(store)
         parts = dict(group.attrs.get("parts", {}))

@@ -120,37 +120,49 @@ def describe_arrays(group: zarr.Group, grid: Mapping[str, Any]) -> None:
 def _array_attributes(
     group: zarr.Group, grid: Mapping[str, Any]
 ) -> list[tuple[zarr.Array, dict[str, Any]]]:
-    updates = []
-    for name, array in group.arrays():
-        role = _ROLES.get(name) or (_FRACTION if name.endswith("_fraction") else {})
-        updates.append((array, {**role, **grid}))
+    updates = [(array, {**_role(name), **grid}) for name, array in group.arrays()]
     for _, child in group.groups():
         updates += _array_attributes(child, grid)
     return updates
 
 
-def describe_tile_store(store: str | os.PathLike[str], info: Mapping[str, Any]) -> None:
-    """Attributes of a tiling part's arrays (``info`` is its record) and its tissue mask."""
-    root = zarr.open_group(os.fspath(store), mode="r+", use_consolidated=False)
-    attrs = root.attrs.asdict()
+def _role(name: str) -> dict[str, str]:
+    """What an array named ``name`` holds, and its units."""
+    return _ROLES.get(name) or (_FRACTION if name.endswith("_fraction") else {})
+
+
+def tile_store_attributes(
+    root_attrs: Mapping[str, Any],
+    arrays: Sequence[str],
+    *,
+    tile_mpp: float | None,
+    tile_px: int | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Attributes of a tiling part's arrays, and what its root adds, given when they are created.
+
+    Parameters
+    ----------
+    root_attrs
+        The store's root attributes (``slide.mpp``, ``tissue.mask_downsample``).
+    arrays
+        Paths of the part's arrays (``"coords"``, ``"qc/blur"``, ``"tissue_mask"``, ...).
+    tile_mpp, tile_px
+        The tiles' µm/px and side.
+
+    Returns
+    -------
+    tuple of (dict, dict)
+        Attributes by array path, and the root's OME-Zarr ``ome`` entry when there
+        is a tissue mask (else empty).
+    """
     grid = grid_attrs(
-        level0_mpp=attrs.get("slide", {}).get("mpp"),
-        tile_mpp=info["mpp_actual"],
-        tile_px=info["tile_px"],
+        level0_mpp=root_attrs.get("slide", {}).get("mpp"), tile_mpp=tile_mpp, tile_px=tile_px
     )
-    arrays = dict(root.arrays())
-    updates = [
-        (array, {**_ROLES.get(name, {}), **grid})
-        for name, array in arrays.items()
-        if name != "tissue_mask"
-    ]
-    updates += _array_attributes(root["qc"], grid)
-    if "tissue_mask" in arrays:
-        mask_attrs, ome = tissue_mask_metadata(attrs)
-        updates.append((arrays["tissue_mask"], mask_attrs))
-    write_attributes(updates)
-    if "tissue_mask" in arrays:
-        root.update_attributes({"ome": ome})
+    attributes = {path: {**_role(path.rpartition("/")[2]), **grid} for path in arrays}
+    if "tissue_mask" not in attributes:
+        return attributes, {}
+    attributes["tissue_mask"], ome = tissue_mask_metadata(root_attrs)
+    return attributes, {"ome": ome}
 
 
 def tissue_mask_metadata(root_attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

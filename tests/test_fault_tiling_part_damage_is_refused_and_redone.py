@@ -139,8 +139,8 @@ def test_a_flipped_bit_fails_the_read_and_deep_verify_and_repair_redoes_it(
 @pytest.mark.parametrize(
     ("key", "read"),
     [
-        ("coords/c/1/0", lambda tiles: tiles.coords),
-        ("qc/blur/c/1", lambda tiles: tiles.qc()),
+        ("coords/c/0/0", lambda tiles: tiles.coords),
+        ("qc/blur/c/0", lambda tiles: tiles.qc()),
         ("qc/keep/zarr.json", lambda tiles: tiles.qc()),
     ],
     ids=["coords", "qc-chunk", "qc-metadata"],

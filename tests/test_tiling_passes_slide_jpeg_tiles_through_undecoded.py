@@ -210,3 +210,24 @@ def test_tiles_adjacent_in_the_file_are_read_in_one_pread_and_equal_single_reads
     assert decoder.encoded_tiles(indices) == expected
     assert len(reads) == 6  # 0-3, 12, 11, 40, 40-41, 129
     assert all(imagecodecs.jpeg8_decode(s).shape == (240, 240, 3) for s in expected)
+
+
+def test_manifest_takes_the_writers_shard_checksums_which_match_the_files(passthrough_store):
+    from slideflow_core.manifest import build_manifest, file_checksum
+    from slideflow_core.store import read_store_attrs
+
+    files = read_store_attrs(passthrough_store)["parts"]["tiling"]["manifest"]["files"]
+    shards = sorted(key for key in files if key.startswith("tiles/c/"))
+    assert len(shards) > 1
+    for key in shards:  # the checksum the band computed from the bytes it wrote
+        assert files[key] == [
+            (passthrough_store / key).stat().st_size,
+            file_checksum(passthrough_store / key),
+        ]
+    # A writer's record is trusted only for a file of the recorded size.
+    key = shards[0]
+    size = files[key][0]
+    wrong = {key: (size, "00000000"), shards[1]: (files[shards[1]][0] + 1, "00000000")}
+    manifest = build_manifest(passthrough_store, ["tiles"], known=wrong)["files"]
+    assert manifest[key] == [size, "00000000"]
+    assert manifest[shards[1]] == files[shards[1]]

@@ -280,6 +280,7 @@ def import_h5(
             store_pixels=False,
             shard_tiles=config.shard_tiles,
             tissue_mask=None,
+            tile_mpp=choice.actual_mpp,
             attrs={
                 "slide_id": sid,
                 "slide": {**file_fingerprint(slide.path), **slide.describe(), "mpp_override": mpp},

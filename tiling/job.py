@@ -200,6 +200,7 @@ def plan_slide(task: SlideTask, inputs: RunInputs | None = None) -> SlidePlan:
             jpeg_quality=config.jpeg_quality,
             shard_tiles=config.shard_tiles,
             tissue_mask=tissue.mask,
+            tile_mpp=choice.actual_mpp,
             attrs={
                 **attrs,
                 "tissue": {
@@ -323,6 +324,7 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, Any]:
         "method": method,
         "dct_scale": dct_scale,
         "qc": qc,
+        "files": writer.written,
     }
 
 
@@ -367,7 +369,8 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
         **plan.resolution,
     }
     write_qc(plan.partial, plan.n_tiles, [(band["start"], band["qc"]) for band in bands])
-    finish_tile_store(plan.partial, plan.task.store, info)
+    known = {key: file for band in bands for key, file in band.get("files", {}).items()}
+    finish_tile_store(plan.partial, plan.task.store, info, known=known)
     return SlideOutcome(
         plan.task.slide_id,
         "done",

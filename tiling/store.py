@@ -3,7 +3,8 @@
 Layout (Zarr v3, one store per slide)::
 
     <slide_id>.zarr/
-      coords            (N, 2) int64   level-0 top-left x, y, row-major
+      coords            (N, 2) int64   level-0 top-left x, y, row-major; like ``qc/*``,
+                                       one chunk (one file) per 65,536 rows
       tiles             (N, H, W, 3) uint8, one chunk per tile, ``shard_tiles`` per file;
                         JPEG chunks (codec ``slideflow_core.jpeg``: the slide's own tiles
                         passed through, or re-encoded) or Zstandard/LZ4 (lossless)
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from slideflow_core.store import (
     start_store,
     use_fast_codecs,
 )
-from slideflow_core.zarr_metadata import TILE_DIMS, describe_tile_store
+from slideflow_core.zarr_metadata import TILE_DIMS, tile_store_attributes
 
 PART = "tiling"
 #: What the tiling part writes at the store's root (its manifest covers these).
@@ -60,6 +61,12 @@ def _pixel_codecs(codec: str, jpeg_quality: int) -> dict[str, Any]:
     if codec == "lz4":
         return {"compressors": checksummed(BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"))}
     return {"compressors": checksummed()}
+
+
+#: Rows per chunk of the coordinates and QC columns: a slide's whole column is one
+#: file (a few hundred kB at most), written once, so creating and committing a store
+#: makes a few files rather than one per column and shard.
+_COLUMN_ROWS = 1 << 16
 
 
 def _qc_kind(column: str) -> tuple[str, Any]:
@@ -79,27 +86,31 @@ def create_tile_store(
     shard_tiles: int,
     tissue_mask: np.ndarray | None,
     attrs: dict[str, Any],
+    tile_mpp: float | None,
     codec: str = "zstd",
     jpeg_quality: int = 90,
 ) -> Path:
     """Create the partial store for ``final`` with coordinates and empty arrays.
 
     ``codec`` is the resolved pixel codec (``"jpeg-passthrough"``, ``"jpeg"``,
-    ``"zstd"``, ``"lz4"`` or ``"none"``).
+    ``"zstd"``, ``"lz4"`` or ``"none"``); ``tile_mpp`` the tiles' µm/px. Every
+    array gets its attributes (:func:`~slideflow_core.zarr_metadata.tile_store_attributes`)
+    as it is created, and the root its OME-Zarr metadata, so committing the store
+    writes no array metadata again.
     """
-    partial = start_store(final, attrs)
     n = len(coords)
     chunk = max(1, min(shard_tiles, n))
+    rows = max(1, min(n, _COLUMN_ROWS))
     codecs = default_codecs()
     qc_column = {
-        "chunks": (chunk,),
+        "chunks": (rows,),
         "compressors": codecs,
         "dimension_names": TILE_DIMS["qc"],
     }
     arrays: dict[str, dict[str, Any]] = {
         "coords": {
             "data": np.asarray(coords, np.int64),
-            "chunks": (chunk, 2),
+            "chunks": (rows, 2),
             "compressors": codecs,
             "dimension_names": TILE_DIMS["coords"],
         },
@@ -135,12 +146,19 @@ def create_tile_store(
             "dimension_names": TILE_DIMS["tissue_mask"],
         }
 
+    attributes, root_attrs = tile_store_attributes(
+        attrs, list(arrays), tile_mpp=tile_mpp, tile_px=tile_px
+    )
+    partial = start_store(final, {**attrs, **root_attrs})
+
     async def create_all() -> None:  # one trip through Zarr's event loop, arrays in parallel
         root = await zarr.api.asynchronous.open_group(store=str(partial), mode="r+")
         groups = {"": root, "qc": await root.require_group("qc")}
         await asyncio.gather(
             *(
-                groups[path.rpartition("/")[0]].create_array(path.rpartition("/")[2], **spec)
+                groups[path.rpartition("/")[0]].create_array(
+                    path.rpartition("/")[2], attributes=attributes[path], **spec
+                )
                 for path, spec in arrays.items()
             )
         )
@@ -163,7 +181,7 @@ class BandWriter:
     start, stop
         Tile index range of the band; ``start`` is a multiple of ``shard_tiles``.
     shard_tiles
-        Tiles per shard (and per QC chunk).
+        Tiles per shard.
     columns
         The QC columns :meth:`add` is given.
     pixels
@@ -195,6 +213,8 @@ class BandWriter:
         self._encoded: list[bytes | None] = []
         self._filled = np.zeros(0, bool)
         self._shard_start = -1
+        #: Shard files written from encoded tiles: key -> (size, checksum), for the manifest.
+        self.written: dict[str, tuple[int, str]] = {}
 
     def _open_shard(self, shard_start: int) -> None:
         size = min(self.shard, self.stop - shard_start)
@@ -250,7 +270,10 @@ class BandWriter:
             per_shard = self._tiles.shards[0]
             padding: list[bytes | None] = [None] * (per_shard - len(self._encoded))
             shard = (self._shard_start // per_shard, 0, 0, 0)
-            write_encoded_shard(self._tiles, shard, [*self._encoded, *padding])
+            key, size, checksum = write_encoded_shard(
+                self._tiles, shard, [*self._encoded, *padding]
+            )
+            self.written[key] = (size, checksum)
         elif self._tiles is not None and self._buffer is not None:
             self._tiles[self._shard_start : end] = self._buffer
         self._shard_start = -1
@@ -296,14 +319,21 @@ def write_qc(
     sync(write_all())
 
 
-def finish_tile_store(partial: str | Path, final: str | Path, info: dict[str, Any]) -> Path:
+def finish_tile_store(
+    partial: str | Path,
+    final: str | Path,
+    info: dict[str, Any],
+    *,
+    known: Mapping[str, tuple[int, str]] | None = None,
+) -> Path:
     """Record the tiling part as complete, with the manifest of its files, and commit the store.
 
+    ``known`` are the sizes and checksums of files the writers computed as they
+    wrote them (:attr:`BandWriter.written`), which the manifest need not read back.
     Cell tables beside a store this one replaces (``<id>.cells/``) described the old
     tiles; no part of the new store refers to them, so they go once it is in place.
     """
-    describe_tile_store(partial, info)  # array attributes first: the manifest covers them
-    mark_part(partial, PART, info, files=ARRAYS)
+    mark_part(partial, PART, info, files=ARRAYS, known=known)
     committed = commit_store(partial, final)
     shutil.rmtree(cells_folder(committed), ignore_errors=True)
     return committed
