@@ -6,7 +6,10 @@ all run in loader threads; the model's thread only takes finished batches from
 a bounded, ordered queue (:func:`slideflow_core.parallel.ordered_map`). The
 libraries doing the work (zarr codecs, libjpeg-turbo, OpenCV, torch) release
 the GIL, so loading overlaps the forward pass, and memory stays at
-``prefetch`` batches whatever the slide's size.
+``prefetch`` batches whatever the slide's size. Loader threads run at a lower
+priority: they fill the cores the model leaves idle rather than preempt its
+threads (measured on 2 cores: the handcrafted embedder went from 0.94 to 0.97
+of its model-alone rate).
 """
 
 from __future__ import annotations
@@ -90,4 +93,6 @@ def iter_batches(
             tiles = tiles.pin_memory()
         return Batch(start=start, tile_index=rows, tiles=tiles)
 
-    yield from ordered_map(load, windows, threads=threads, in_flight=prefetch, name="embed-loader")
+    yield from ordered_map(
+        load, windows, threads=threads, in_flight=prefetch, name="embed-loader", background=True
+    )

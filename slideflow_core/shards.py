@@ -140,7 +140,7 @@ def read_encoded_chunks(array: zarr.Array, rows: np.ndarray) -> list[bytes]:
     array
         A sharded array in a :class:`~zarr.storage.LocalStore`, chunks of one row.
     rows
-        Row indices, ascending.
+        Row indices, in any order (repeats allowed).
 
     Returns
     -------
@@ -161,13 +161,17 @@ def read_encoded_chunks(array: zarr.Array, rows: np.ndarray) -> list[bytes]:
     store = array.store_path.store
     per_shard = int(array.shards[0])
     rows = np.asarray(rows, np.int64)
-    out: list[bytes] = []
+    order = np.argsort(rows, kind="stable")
+    ordered: list[bytes] = []
     zeros = (0,) * (array.ndim - 1)
     for shard in np.unique(rows // per_shard).tolist():
         key = array.metadata.encode_chunk_key((shard, *zeros))
         path = Path(store.root) / array.store_path.path / key
-        wanted = rows[rows // per_shard == shard] - shard * per_shard
-        out += _shard_chunks(path, per_shard, wanted)
+        wanted = rows[order][rows[order] // per_shard == shard] - shard * per_shard
+        ordered += _shard_chunks(path, per_shard, wanted)
+    out: list[bytes] = [b""] * len(rows)
+    for position, chunk in zip(order.tolist(), ordered, strict=True):
+        out[position] = chunk
     return out
 
 

@@ -52,3 +52,20 @@ def test_batches_come_in_order_from_loader_threads_with_bounded_prefetch(store):
     assert seen == index.tolist()
     assert state["max_ahead"] <= 3 + 1  # prefetched batches plus the one being handed over
     assert all(name.startswith("embed-loader") for name in state["threads"])
+
+
+def test_loader_threads_run_at_a_lower_priority_than_the_model(store):
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("threads have their own priority on Linux only")
+    seen = []
+
+    def preprocess(tiles: np.ndarray) -> torch.Tensor:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return torch.zeros(len(tiles))
+
+    list(iter_batches(store, np.arange(len(store)), preprocess, batch_size=4, threads=2))
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert seen and all(nice == min(mine + 10, 19) for nice in seen)

@@ -231,3 +231,12 @@ def test_manifest_takes_the_writers_shard_checksums_which_match_the_files(passth
     manifest = build_manifest(passthrough_store, ["tiles"], known=wrong)["files"]
     assert manifest[key] == [size, "00000000"]
     assert manifest[shards[1]] == files[shards[1]]
+
+
+def test_tiles_read_in_any_order_across_shards_equal_zarrs_own_reading(passthrough_store):
+    import zarr
+
+    picks = [40, 3, 20, 3, 17]  # four shards of 16 tiles, out of order, one twice
+    array = zarr.open_array(str(passthrough_store / "tiles"), mode="r")
+    expected = np.stack([array[i] for i in picks])
+    np.testing.assert_array_equal(open_store(passthrough_store).read_tiles(picks), expected)
