@@ -19,6 +19,8 @@ histogram frequencies and densities), so a feature means the same in every batch
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import cv2
 import numpy as np
 import torch
@@ -221,6 +223,10 @@ HANDCRAFTED_DIM = _features(np.zeros((32, 32, 3, 1), np.uint8)).shape[1]
 
 class HandcraftedEmbedder(Embedder):
     """Colour, texture and nucleus-density statistics; no weights, CPU only."""
+
+    #: Its NumPy and OpenCV calls cost the same per call whatever the batch, so large
+    #: batches pay off (2 cores: 216 tiles/s at 64, 173 at 16).
+    cpu_batch_size: ClassVar[int] = 64
 
     def preprocess(self, tiles: np.ndarray) -> torch.Tensor:
         """uint8 tiles ``(N, H, W, 3)`` → uint8 ``(N, 3, S, S)`` (resized when not ``S``)."""

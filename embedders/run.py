@@ -29,10 +29,9 @@ from slideflow_core.provenance import run_context
 from slideflow_core.repair import config_record
 from tiling.view import TileStore
 
-#: Batch size on CPU when none is given: in benchmarks/embedding.py (2 cores) the
-#: forward-only rate of ViT-S/14 and of the handcrafted embedder was best at 64
-#: of 16/32/64 in every run; the loader then holds 4 batches (~40 MB for a ViT).
-CPU_BATCH_SIZE = 64
+#: Batch size on CPU when none is given and the embedder does not say its own
+#: (``Embedder.cpu_batch_size``: 16 for networks, 64 for the handcrafted embedder).
+CPU_BATCH_SIZE = 16
 #: Largest batch chosen automatically on a GPU.
 MAX_GPU_BATCH_SIZE = 1024
 #: Fraction of the GPU's free memory a batch's activations may use.
@@ -116,13 +115,14 @@ def _device_type(embedder: Any) -> str:
 def auto_batch_size(embedder: Any) -> int:
     """The batch size used when none is given.
 
-    CPU: :data:`CPU_BATCH_SIZE`. CUDA: one probe batch of 8 measures the peak
+    CPU: the embedder's ``cpu_batch_size`` (:data:`CPU_BATCH_SIZE` for a model that
+    does not say). CUDA: one probe batch of 8 measures the peak
     memory a tile needs; the batch is the largest power of two whose tiles fit
     in :data:`GPU_MEMORY_FRACTION` of the free memory, at most
     :data:`MAX_GPU_BATCH_SIZE`.
     """
     if _device_type(embedder) != "cuda":
-        return CPU_BATCH_SIZE
+        return int(getattr(embedder, "cpu_batch_size", CPU_BATCH_SIZE))
     import torch
 
     device = torch.device(embedder.device)

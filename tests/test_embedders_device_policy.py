@@ -43,3 +43,15 @@ def test_impossible_requests_are_clear_errors(monkeypatch):
 def test_no_autocast_in_fp32():
     with autocast(torch.device("cpu"), "fp32"):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_cpu_batch_size_is_the_embedders_own():
+    import embedders
+    from embedders.run import CPU_BATCH_SIZE, auto_batch_size
+
+    class Plain:  # a factory model that says nothing of its batch size
+        device = torch.device("cpu")
+
+    assert auto_batch_size(embedders.create("handcrafted")) == 64
+    assert auto_batch_size(embedders.create("timm:test_vit", weights="random")) == 16
+    assert auto_batch_size(Plain()) == CPU_BATCH_SIZE
