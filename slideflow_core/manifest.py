@@ -61,10 +61,7 @@ def bytes_checksum(parts: Iterable[bytes | memoryview]) -> str:
 
 
 def _stream_checksum(handle: BinaryIO) -> str:
-    crc = 0
-    while block := handle.read(_BLOCK_BYTES):
-        crc = zlib.crc32(block, crc)
-    return f"{crc:08x}"
+    return bytes_checksum(iter(lambda: handle.read(_BLOCK_BYTES), b""))
 
 
 class _RemoteFiles:

@@ -162,12 +162,13 @@ def read_encoded_chunks(array: zarr.Array, rows: np.ndarray) -> list[bytes]:
     per_shard = int(array.shards[0])
     rows = np.asarray(rows, np.int64)
     order = np.argsort(rows, kind="stable")
+    ascending = rows[order]
     ordered: list[bytes] = []
     zeros = (0,) * (array.ndim - 1)
-    for shard in np.unique(rows // per_shard).tolist():
+    for shard in np.unique(ascending // per_shard).tolist():
         key = array.metadata.encode_chunk_key((shard, *zeros))
         path = Path(store.root) / array.store_path.path / key
-        wanted = rows[order][rows[order] // per_shard == shard] - shard * per_shard
+        wanted = ascending[ascending // per_shard == shard] - shard * per_shard
         ordered += _shard_chunks(path, per_shard, wanted)
     out: list[bytes] = [b""] * len(rows)
     for position, chunk in zip(order.tolist(), ordered, strict=True):
