@@ -368,8 +368,9 @@ def run_ours_ray(job: dict[str, Any]) -> dict[str, Any]:
     """``tiling.tile_cohort`` on a local Ray instance (started before the clock) over a
     cohort of ``copies`` links to the slide, each tiled as its own slide (its own tissue
     detection, probes and store): plans, bands and commits of different slides overlap
-    on the cores. ``warm``: the workers have tiled a first cohort (untimed), so the clock
-    sees the steady state; else it includes the workers' start-up."""
+    on the cores. ``warm``: the workers have tiled a first cohort of other links
+    (untimed), so the clock sees the steady state; else it includes the workers'
+    start-up."""
     try:
         import ray
 
@@ -382,18 +383,24 @@ def run_ours_ray(job: dict[str, Any]) -> dict[str, Any]:
     links = work / "slides"
     links.mkdir(parents=True)
     suffix = Path(job["slide"]).suffix
-    records = []
-    for k in range(job["copies"]):
-        link = links / f"bench{k}{suffix}"
-        link.symlink_to(Path(job["slide"]).resolve())
-        records.append(SlideRecord(f"bench{k}", str(link), "bench"))
+
+    def cohort(name: str, count: int) -> Cohort:
+        records = []
+        for k in range(count):
+            link = links / f"{name}{k}{suffix}"
+            link.symlink_to(Path(job["slide"]).resolve())
+            records.append(SlideRecord(f"{name}{k}", str(link), "bench"))
+        return Cohort(records)
+
     config = TilingConfig(mpp=job["mpp"], tile_px=job["tile_px"])
     ray.init(num_cpus=job["processes"], include_dashboard=False, log_to_driver=False)
     try:
-        if job["warm"]:
-            tile_cohort(Cohort(records), work / "warm-up", config, progress=False)
+        if job["warm"]:  # other paths: nothing a worker keeps per slide file is reused
+            warm_up = cohort("warm", 2 * job["processes"])
+            tile_cohort(warm_up, work / "warm-up", config, progress=False)
+        timed = cohort("bench", job["copies"])
         start = time.perf_counter()
-        report = tile_cohort(Cohort(records), work / "timed", config, progress=False)
+        report = tile_cohort(timed, work / "timed", config, progress=False)
         seconds = time.perf_counter() - start
     finally:
         ray.shutdown()

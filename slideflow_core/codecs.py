@@ -15,7 +15,7 @@ tile self-describing: it splices in the tables TIFF keeps once per page
 APP14 marker saying so (libjpeg would otherwise read the components as YCbCr).
 
 :func:`decode_reduced` decodes at ½, ¼ or ⅛ scale with libjpeg-turbo's DCT
-scaling (through OpenCV), which skips most of the inverse DCT and the resize.
+scaling (through simplejpeg), which skips most of the inverse DCT and the resize.
 """
 
 from __future__ import annotations
@@ -147,29 +147,38 @@ def complete_jpeg(data: bytes, tables: bytes | None, *, rgb: bool) -> bytes:
 def decode_reduced(data: bytes, scale: int) -> np.ndarray:
     """Decode a complete JPEG stream to RGB at ``1/scale`` size with DCT scaling.
 
+    Decoded by libjpeg-turbo through :mod:`simplejpeg`, which also releases the
+    GIL; its scaled decode is the same as OpenCV's ``IMREAD_REDUCED_COLOR_*``,
+    pixel for pixel, and 15-20 % faster.
+
     Parameters
     ----------
     data
         A complete JPEG stream (see :func:`complete_jpeg`).
     scale
         1, 2, 4 or 8; the image is ``ceil(side / scale)`` pixels a side.
-    """
-    import cv2
 
-    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2}
-    flags |= {4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-    if scale not in flags:
+    Raises
+    ------
+    ValueError
+        If ``scale`` is not one of these, or the stream is damaged.
+    """
+    import simplejpeg
+
+    if scale not in REDUCED_SCALES:
         raise ValueError(f"scale must be one of {REDUCED_SCALES}, got {scale}")
-    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11; BGR before it
-    if rgb is not None:  # reduced colour flags include the BGR bit: swap it for RGB
-        flag = (flags[scale] & ~cv2.IMREAD_COLOR_BGR) | rgb
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    else:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags[scale])
-        image = None if image is None else np.ascontiguousarray(image[..., ::-1])
-    if image is None:
-        raise ValueError("JPEG stream could not be decoded")
-    return image
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        # The largest reduction that keeps these sides is exactly 1/scale.
+        return simplejpeg.decode_jpeg(
+            data,
+            colorspace="RGB",
+            min_height=-(-height // scale),
+            min_width=-(-width // scale),
+            min_factor=scale,
+        )
+    except ValueError as exc:
+        raise ValueError(f"JPEG stream could not be decoded ({exc})") from exc
 
 
 def register_codecs() -> None:

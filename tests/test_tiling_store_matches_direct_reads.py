@@ -32,6 +32,21 @@ def test_stored_tiles_equal_direct_read_region_pixel_for_pixel(native_store, cmu
             np.testing.assert_array_equal(stored[i], slide.read_region((x, y), 0, (128, 128)))
 
 
+@pytest.mark.parametrize("codec", ["lz4", "none"])
+def test_every_lossless_codec_stores_the_slides_pixels(codec, cmu_svs, tmp_path):
+    # "none" (uncompressed) once stored zeros: it was taken for "no pixels stored".
+    store = tmp_path / f"cmu-{codec}.zarr"
+    config = TilingConfig(mpp=0.499, tile_px=128, shard_tiles=32, codec=codec)
+    tile_slide(cmu_svs, store, config)
+    tiles = open_store(store)
+    assert tiles.info["codec"] == codec
+    with open_slide(cmu_svs) as slide:
+        for i in (0, len(tiles) // 2, len(tiles) - 1):
+            x, y = (int(v) for v in tiles.coords[i])
+            expected = slide.read_region((x, y), 0, (128, 128))
+            np.testing.assert_array_equal(tiles.read_tiles([i])[0], expected)
+
+
 def test_resized_tiles_equal_read_at(cmu_svs, tmp_path):
     store = tmp_path / "cmu-1um.zarr"
     tile_slide(cmu_svs, store, TilingConfig(mpp=1.0, tile_px=64, shard_tiles=16, codec="zstd"))

@@ -33,12 +33,14 @@ from slideflow_core.store import (
 from tiling.config import TilingConfig
 from tiling.grid import plan_grid
 from tiling.pixels import PixelPlan, plan_pixels, read_batches
-from tiling.qc import QC_COLUMNS, qc_keep, tile_qc
+from tiling.qc import QC_COLUMNS, qc_keep
 from tiling.stain import create_normalizer, fit_to_slide
 from tiling.store import PART, BandWriter, create_tile_store, finish_tile_store, write_qc
 from tiling.tissue import detect_tissue
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}  # anything else is read as a slide
+#: Codecs for which every tile is decoded (and re-encoded unless lossless).
+_DECODED_CODECS = ("jpeg", "zstd", "lz4", "none")
 #: Simplification tolerance for stored tissue outlines, in detection-mask pixels.
 _OUTLINE_TOLERANCE_MASK_PX = 1.0
 
@@ -282,16 +284,17 @@ def _sampling_mpp(slide: Slide, config: TilingConfig) -> float | None:
     return config.target_mpp if slide.has_mpp else None
 
 
-def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, Any]:
+def tile_band(plan: SlidePlan, start: int, stop: int, *, threads: int = 1) -> dict[str, Any]:
     """Read, QC and write tiles ``start:stop`` of a planned slide (idempotent).
 
-    Returns the band's summary and its QC columns, which :func:`commit_slide` writes.
+    ``threads`` read, check and encode the band's tiles together (``1``: in the
+    calling thread, as a Ray task with one CPU does). Returns the band's summary
+    and its QC columns, which :func:`commit_slide` writes.
     """
     config = plan.task.config
     import zarr
 
     coords = zarr.open_array(store=plan.partial, path="coords", mode="r")[start:stop]
-    quality = config.jpeg_quality if plan.pixels.codec == "jpeg" else None
     writer = BandWriter(
         plan.partial,
         start,
@@ -299,22 +302,27 @@ def tile_band(plan: SlidePlan, start: int, stop: int) -> dict[str, Any]:
         config.shard_tiles,
         columns=(*QC_COLUMNS, "keep"),
         pixels=config.store_pixels,
-        jpeg_quality=quality,
     )
-    normalizer = None
+    normalize = None
     if plan.stain is not None:
-        normalizer = create_normalizer(plan.stain["name"]).from_dict(plan.stain["params"])
+        normalize = create_normalizer(plan.stain["name"]).from_dict(plan.stain["params"]).transform
     method, dct_scale = "", 1
     with plan.task.open() as slide:
-        batches = read_batches(slide, coords, plan.pixels, jpeg_quality=config.jpeg_quality)
+        batches = read_batches(
+            slide,
+            coords,
+            plan.pixels,
+            jpeg_quality=config.jpeg_quality,
+            threads=threads,
+            normalize=normalize,
+        )
         for batch, reader in batches:
-            metrics = tile_qc(batch.qc_images)
-            keep = qc_keep(metrics, config.qc)
-            tiles = batch.tiles
-            if normalizer is not None and tiles is not None:
-                tiles = normalizer.transform(tiles)
+            keep = qc_keep(batch.metrics, config.qc)
             writer.add(
-                batch.indices + start, tiles, {**metrics, "keep": keep}, encoded=batch.encoded
+                batch.indices + start,
+                batch.tiles,
+                {**batch.metrics, "keep": keep},
+                encoded=batch.encoded,
             )
             method, dct_scale = reader.method, reader.dct_scale
         qc = writer.flush()
@@ -435,10 +443,17 @@ def tile_slide(
     if existing is not None:
         return existing
     plan = plan_slide(task)
-    # Bands write disjoint shards; file reads, JPEG and Zarr I/O release the GIL.
-    workers = max(1, min(len(plan.bands), os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers, thread_name_prefix="tile-band") as pool:
-        bands = list(pool.map(lambda band: tile_band(plan, *band), plan.bands))
+    cpus = os.cpu_count() or 1
+    if plan.pixels.codec in _DECODED_CODECS:
+        # Decoding and encoding dominate: one band at a time, its blocks spread over
+        # every core, so no core idles while the last band finishes.
+        bands = [tile_band(plan, *band, threads=cpus) for band in plan.bands]
+    else:
+        # Reads and writes dominate: bands side by side (disjoint shards; file I/O and
+        # JPEG release the GIL), one band's writes overlapping another's reads.
+        workers = max(1, min(len(plan.bands), cpus))
+        with ThreadPoolExecutor(workers, thread_name_prefix="tile-band") as pool:
+            bands = list(pool.map(lambda band: tile_band(plan, *band), plan.bands))
     return commit_slide(plan, bands)
 
 

@@ -21,8 +21,8 @@ tile of the next level serves the QC of 16 tiles and no tile is decoded in full.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,11 +31,14 @@ from slideflow_core.codecs import encode_jpeg
 from slideflow_core.errors import SlideflowError
 from slideflow_core.slides import Slide
 from tiling.config import TilingConfig
-from tiling.qc import reduce_tiles
+from tiling.qc import reduce_tiles, tile_qc
 from tiling.reader import TileReader
 
 #: Tiles per batch where tiles are not decoded (coordinates only, pass-through).
 _GROUP_TILES = 256
+_NO_INDICES = np.zeros(0, np.int64)
+#: The "codec" of a store without pixels (coordinates and QC only).
+COORDINATES_ONLY = "coordinates-only"
 #: Codecs whose stored pixels equal the slide's (passed through or lossless).
 EXACT_CODECS = ("jpeg-passthrough", "zstd", "lz4", "none")
 
@@ -55,7 +58,7 @@ class PixelPlan:
     ----------
     codec, codec_reason
         The pixel codec (``"jpeg-passthrough"``, ``"jpeg"``, ``"zstd"``, ``"lz4"``,
-        ``"none"``) and why it was chosen.
+        ``"none"``, or :data:`COORDINATES_ONLY`) and why it was chosen.
     level, read_px, tile_px, method
         Where tiles are read (pyramid level, level pixels per side), their output
         side, and the resolved :class:`~tiling.reader.TileReader` method.
@@ -132,7 +135,7 @@ def _choose_codec(
     slide: Slide, config: TilingConfig, reader: TileReader, coords: np.ndarray
 ) -> tuple[str, str]:
     if not config.store_pixels:
-        return "none", "coordinates only: no pixels stored"
+        return COORDINATES_ONLY, "no pixels stored"
     if config.codec not in ("auto", "jpeg-passthrough"):
         return config.codec, "requested"
     problem = "stain normalisation changes the pixels" if config.stain else None
@@ -158,14 +161,14 @@ def qc_reduction(tile_px: int, qc_scale: int) -> int:
 
 @dataclass(frozen=True)
 class TileBatch:
-    """Consecutive tiles of a band: what to store and what QC looks at.
+    """Consecutive tiles of a band, checked and ready to store.
 
     Attributes
     ----------
     indices
         Indices into the band's coordinates (ascending).
-    qc_images
-        ``(B, h, w, 3)`` tiles reduced for QC.
+    metrics
+        Their QC (:func:`~tiling.qc.tile_qc`): one ``(B,)`` array per column.
     tiles
         ``(B, tile_px, tile_px, 3)`` pixels to store, or None.
     encoded
@@ -173,22 +176,46 @@ class TileBatch:
     """
 
     indices: np.ndarray
-    qc_images: np.ndarray
+    metrics: dict[str, np.ndarray]
     tiles: np.ndarray | None = None
     encoded: list[bytes] | None = None
 
 
 def read_batches(
-    slide: Slide, coords: np.ndarray, plan: PixelPlan, *, jpeg_quality: int
+    slide: Slide,
+    coords: np.ndarray,
+    plan: PixelPlan,
+    *,
+    jpeg_quality: int,
+    threads: int = 1,
+    normalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[TileBatch, TileReader]]:
-    """Read tiles at ``coords`` the way ``plan`` stores them, with their QC images.
+    """Read tiles at ``coords`` the way ``plan`` stores them, with their QC.
 
-    Yields each batch with the reader that read it (for its method and DCT scale).
+    Reading, QC, ``normalize`` and JPEG encoding run together on ``threads``
+    threads, block by block, so every thread has work until the last block.
+
+    Parameters
+    ----------
+    slide, coords, plan
+        The slide, the tiles' level-0 positions and how they are read and stored.
+    jpeg_quality
+        For tiles encoded here (a ``"jpeg"`` store, or edge tiles of a pass-through one).
+    threads
+        Reader threads (``1`` reads in the caller's thread).
+    normalize
+        Stain normalisation of the stored pixels (QC sees the slide's own colours).
+
+    Yields
+    ------
+    tuple
+        Each batch, in ascending index order, with the reader that read it (for
+        its method and DCT scale).
     """
-    if plan.codec == "none":
-        with _qc_reader(slide, plan) as reader:
-            for indices, images in _grouped(reader.read(coords)):
-                yield TileBatch(indices, images), reader
+    if plan.codec == COORDINATES_ONLY:
+        with _qc_reader(slide, plan, threads) as reader:
+            for indices, metrics in _grouped(reader.read(coords, then=tile_qc)):
+                yield TileBatch(indices, metrics), reader
         return
     with TileReader(
         slide,
@@ -197,17 +224,28 @@ def read_batches(
         tile_px=plan.tile_px,
         method=plan.method,
         dct_scaling=not plan.exact,
+        threads=threads,
     ) as reader:
         if plan.codec == "jpeg-passthrough":
-            with _qc_reader(slide, plan) as qc_reader:
-                images = [batch for _, batch in qc_reader.read(coords)]
-            qc_images = np.concatenate(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
+            with _qc_reader(slide, plan, threads) as qc_reader:
+                metrics = _qc_of_all(qc_reader, coords)
             for indices, streams in _grouped(reader.read_encoded(coords)):
                 encoded = _passthrough(reader, coords, indices, streams, jpeg_quality)
-                yield TileBatch(indices, qc_images[indices], encoded=encoded), reader
+                batch = {name: values[indices] for name, values in metrics.items()}
+                yield TileBatch(indices, batch, encoded=encoded), reader
             return
-        for indices, tiles in reader.read(coords):
-            yield TileBatch(indices, reduce_tiles(tiles, plan.qc_scale), tiles=tiles), reader
+
+        def prepare(tiles: np.ndarray) -> TileBatch:
+            metrics = tile_qc(reduce_tiles(tiles, plan.qc_scale))
+            if normalize is not None:
+                tiles = normalize(tiles)
+            if plan.codec != "jpeg":
+                return TileBatch(_NO_INDICES, metrics, tiles=tiles)
+            encoded = [encode_jpeg(tile, quality=jpeg_quality) for tile in tiles]
+            return TileBatch(_NO_INDICES, metrics, encoded=encoded)
+
+        for indices, batch in reader.read(coords, then=prepare):
+            yield replace(batch, indices=indices), reader
 
 
 def _grouped(
@@ -230,13 +268,24 @@ def _grouped(
         yield _join(indices, parts)
 
 
-def _join(indices: list[np.ndarray], parts: list[Any]) -> tuple[np.ndarray, Any]:
+def _join(indices: Sequence[np.ndarray], parts: Sequence[Any]) -> tuple[np.ndarray, Any]:
+    """Batches' indices and parts (arrays, lists, or QC dicts of arrays) joined."""
+    if isinstance(parts[0], dict):
+        return np.concatenate(indices), {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if isinstance(parts[0], np.ndarray):
         return np.concatenate(indices), np.concatenate(parts)
     return np.concatenate(indices), list(itertools.chain.from_iterable(parts))
 
 
-def _qc_reader(slide: Slide, plan: PixelPlan) -> TileReader:
+def _qc_of_all(reader: TileReader, coords: np.ndarray) -> dict[str, np.ndarray]:
+    """QC of every tile at ``coords``, in order (16 bytes a tile, not its QC image)."""
+    batches = list(reader.read(coords, then=tile_qc))
+    if not batches:
+        return tile_qc(np.zeros((0, 3, 3, 3), np.uint8))
+    return _join(*zip(*batches, strict=True))[1]
+
+
+def _qc_reader(slide: Slide, plan: PixelPlan, threads: int) -> TileReader:
     """Reads tiles reduced for QC from the cheapest level that holds them, DCT-scaled."""
     return TileReader(
         slide,
@@ -245,6 +294,7 @@ def _qc_reader(slide: Slide, plan: PixelPlan) -> TileReader:
         tile_px=plan.qc_px,
         method=plan.qc_method,
         dct_scaling=True,
+        threads=threads,
     )
 
 

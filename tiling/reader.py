@@ -44,7 +44,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
@@ -54,6 +55,8 @@ from slideflow_core.slides import Slide, resize
 from tiling.native import JpegTileDecoder, file_key, find_jpeg_level
 
 METHODS = ("per_tile", "region", "native")
+
+_R = TypeVar("_R")
 
 # Side of the centred block of stored JPEG tiles compared with the backend before
 # "auto" trusts the direct decoder.
@@ -223,21 +226,35 @@ class TileReader:
         self.close()
 
     # -- reading -----------------------------------------------------------------------
-    def read(self, coords: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    @overload
+    def read(self, coords: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    @overload
+    def read(
+        self, coords: np.ndarray, *, then: Callable[[np.ndarray], _R]
+    ) -> Iterator[tuple[np.ndarray, _R]]: ...
+
+    def read(
+        self, coords: np.ndarray, *, then: Callable[[np.ndarray], Any] | None = None
+    ) -> Iterator[tuple[np.ndarray, Any]]:
         """Read the tiles whose level-0 top-left corners are ``coords``.
 
         Parameters
         ----------
         coords
             ``(N, 2)`` integer level-0 ``x, y``; any order (row-major is fastest).
+        then
+            Work on each block's tiles (QC, encoding...) done on the reader's
+            threads right after the read; its result is yielded in place of the
+            tiles. It must be thread-safe.
 
         Yields
         ------
-        tuple of numpy.ndarray
+        tuple
             ``(indices, tiles)``: int64 indices into ``coords`` and the matching
-            ``(B, tile_px, tile_px, 3)`` uint8 tiles. Every index is yielded
-            exactly once, in ascending order; a batch is one block (a run of
-            one row at most ``max_region_px`` wide), and at most
+            ``(B, tile_px, tile_px, 3)`` uint8 tiles (or ``then(tiles)``). Every
+            index is yielded exactly once, in ascending order; a batch is one
+            block (a run of one row at most ``max_region_px`` wide), and at most
             ``2 * threads`` blocks are in memory at a time.
         """
         coords = np.asarray(coords)
@@ -257,8 +274,9 @@ class TileReader:
             "native": self._native,
         }[self.method]
 
-        def job(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return indices, read_block(coords[indices], level_xy[indices])
+        def job(indices: np.ndarray) -> tuple[np.ndarray, Any]:
+            tiles = read_block(coords[indices], level_xy[indices])
+            return indices, tiles if then is None else then(tiles)
 
         # A lone reader thread reads inline: a pool only pays off from two threads.
         threads = self.threads if self.threads > 1 else 0

@@ -34,7 +34,7 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.core.sync import sync
 
-from slideflow_core.codecs import JpegCodec, encode_jpeg
+from slideflow_core.codecs import JpegCodec
 from slideflow_core.geojson.cells import cells_folder
 from slideflow_core.shards import write_encoded_shard
 from slideflow_core.store import (
@@ -186,10 +186,6 @@ class BandWriter:
         The QC columns :meth:`add` is given.
     pixels
         Whether the store has a ``tiles`` array (False: coordinates only).
-    jpeg_quality
-        For a JPEG store: pixels given to :meth:`add` are encoded here, at this
-        quality, and laid into shards like passed-through tiles (no trip through
-        Zarr's codec pipeline, which encodes chunk by chunk in its event loop).
     """
 
     def __init__(
@@ -201,11 +197,9 @@ class BandWriter:
         *,
         columns: Sequence[str],
         pixels: bool = True,
-        jpeg_quality: int | None = None,
     ) -> None:
         use_fast_codecs()
         self._tiles = zarr.open_array(store=str(store), path="tiles", mode="r+") if pixels else None
-        self._jpeg_quality = jpeg_quality
         self.start, self.stop, self.shard = start, stop, shard_tiles
         self._metrics = {c: np.empty(stop - start, _qc_kind(c)[0]) for c in columns}
         self._done = np.zeros(stop - start, bool)
@@ -236,12 +230,14 @@ class BandWriter:
     ) -> None:
         """Add tiles at absolute ``indices`` (ascending, inside the band) with their QC.
 
-        Give pixels as ``tiles``, or (JPEG stores) as ``encoded`` complete JPEG
-        streams that go into the shard unchanged; a shard takes one or the other.
+        Give pixels as ``tiles`` (lossless stores, written through Zarr), or
+        (JPEG stores) as ``encoded`` complete JPEG streams that go into the
+        shard unchanged, with no trip through Zarr's codec pipeline; a shard
+        takes one or the other.
         """
         indices = np.asarray(indices, np.int64)
-        if self._jpeg_quality is not None and tiles is not None and encoded is None:
-            encoded = [encode_jpeg(tile, quality=self._jpeg_quality) for tile in tiles]
+        if self._tiles is not None and tiles is None and encoded is None:
+            raise ValueError("the store holds pixels: give the tiles or their JPEG streams")
         for column, values in self._metrics.items():
             values[indices - self.start] = metrics[column]
         self._done[indices - self.start] = True
