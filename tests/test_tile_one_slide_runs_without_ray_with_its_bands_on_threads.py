@@ -3,7 +3,8 @@
 Run as a fresh ``sfc`` process with no Ray to join, the slide is tiled by the ``sfc``
 process itself (executor ``local``), its bands on threads, and the store equals one made
 by :func:`tiling.tile_slide`. In-process, a stage whose units may run at once gets one
-thread per core, and the progress it reports only grows, to the slide's tile count.
+thread per core, and the progress it reports only grows, to the slide's tile count; the
+units of a spread plan run one after another with every core each.
 """
 
 from __future__ import annotations
@@ -101,3 +102,46 @@ def test_units_that_may_run_at_once_run_on_threads_and_progress_only_grows(monke
     assert isinstance(outcome, SlideOutcome) and outcome.n_tiles == 40
     assert len(stage.threads) == 2 and all(n.startswith("toy-units-unit") for n in stage.threads)
     assert seen == sorted(seen) and seen[-1] == 40
+
+
+class _Spread(StageDefaults):
+    """Three units that record their threads and whether another unit ran at the same time."""
+
+    name: ClassVar[str] = "toy-spread"
+    executor: ClassVar[str] = "tasks"
+    concurrent_units: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.config = None
+        self.threads: list[int] = []
+        self.running = 0
+        self.overlapped = False
+        self.lock = threading.Lock()
+
+    def plan(self, slide: Any, resource: Any, *, overwrite: bool) -> Plan:
+        return Plan(slide, tuple(Unit(i, 10, None) for i in range(3)), spread=True)
+
+    def run(self, plan: Plan, unit: Unit, resource: Any, progress: Any) -> int:
+        with self.lock:
+            self.running += 1
+            self.overlapped |= self.running > 1
+            self.threads.append(unit.threads)
+        threading.Event().wait(0.05)  # room for another unit to start, if one would
+        with self.lock:
+            self.running -= 1
+        return unit.index
+
+
+def test_units_of_a_spread_plan_run_one_at_a_time_each_with_every_core(monkeypatch):
+    from slideflow_core.stages import SlideRef, run_plan
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    stage = _Spread()
+    outcome = run_slide(stage, SlideRef("s", "s.zarr"), None, overwrite=False)
+    assert outcome.n_tiles == 30 and stage.threads == [3, 3, 3] and not stage.overlapped
+    # In a Ray task, which reserves one CPU, the same plan's units get one thread.
+    one_cpu = _Spread()
+    run_plan(
+        one_cpu, one_cpu.plan(SlideRef("s", "s.zarr"), None, overwrite=False), None, None, cpus=1
+    )
+    assert one_cpu.threads == [1, 1, 1]

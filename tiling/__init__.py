@@ -14,10 +14,9 @@ from __future__ import annotations
 from tiling.config import TilingConfig
 from tiling.grid import TileGrid, plan_grid
 from tiling.h5 import export_h5, import_h5, read_h5_coords
-from tiling.job import tile_slide
 from tiling.qc import QCThresholds, qc_keep, tile_qc
 from tiling.reader import TileReader
-from tiling.stage import TileStage, tile_cohort
+from tiling.stage import TileStage, tile_cohort, tile_slide
 from tiling.stain import create_normalizer, fit_to_slide, stain_normalizers
 from tiling.tissue import TissueMask, detect_tissue, tissue_detectors
 from tiling.view import CohortTiles, TileStore, open_cohort, open_store

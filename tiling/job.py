@@ -1,8 +1,8 @@
 """Tiling one slide: plan (tissue + grid + empty store), bands of tiles, commit.
 
 These are plain functions on small frozen records, so the same code runs in
-one process (:func:`tile_slide`) or as Ray tasks (:mod:`tiling.stage`), where
-a large slide's bands run on different workers.
+one process (:func:`tiling.stage.tile_slide`) or as Ray tasks (:mod:`tiling.stage`),
+where a large slide's bands run on different workers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,8 @@ from tiling.store import PART, BandWriter, create_tile_store, finish_tile_store,
 from tiling.tissue import detect_tissue
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}  # anything else is read as a slide
-#: Codecs for which every tile is decoded (and re-encoded unless lossless).
-_DECODED_CODECS = ("jpeg", "zstd", "lz4", "none")
+#: Codecs whose tiles are decoded and re-encoded here (on the reader's threads).
+REENCODED_CODECS = ("jpeg",)
 #: Simplification tolerance for stored tissue outlines, in detection-mask pixels.
 _OUTLINE_TOLERANCE_MASK_PX = 1.0
 
@@ -394,70 +393,8 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
     )
 
 
-def tile_slide(
-    slide: str | Path,
-    store: str | Path,
-    config: TilingConfig | None = None,
-    *,
-    mpp: float | None = None,
-    slide_id: str | None = None,
-    backend: str = "auto",
-    overwrite: bool = False,
-) -> SlideOutcome:
-    """Tile one slide into ``store`` in this process (its bands on one thread per core).
-
-    Parameters
-    ----------
-    slide
-        Slide file.
-    store
-        Final store path (``.zarr``); built under a temporary name and renamed.
-    config
-        Tiling configuration (default :class:`TilingConfig()`: 256 px at 0.5 µm/px).
-    mpp
-        Level-0 µm/px override for uncalibrated slides.
-    slide_id
-        Identity recorded in the store (default: file name without extension).
-    backend
-        Slide reader.
-    overwrite
-        Re-tile even when a store made with another config exists.
-
-    Returns
-    -------
-    SlideOutcome
-        ``done`` or ``skipped``; errors raise (use :func:`tiling.tile_cohort` to
-        collect per-slide failures instead).
-    """
-    from slideflow_core.slides import slide_id_from_path
-
-    task = SlideTask(
-        slide_id=slide_id or slide_id_from_path(slide),
-        path=str(slide),
-        store=str(store),
-        config=config or TilingConfig(),
-        mpp=mpp,
-        backend=backend,
-    )
-    existing = check_existing(task, overwrite=overwrite)
-    if existing is not None:
-        return existing
-    plan = plan_slide(task)
-    cpus = os.cpu_count() or 1
-    if plan.pixels.codec in _DECODED_CODECS:
-        # Decoding and encoding dominate: one band at a time, its blocks spread over
-        # every core, so no core idles while the last band finishes.
-        bands = [tile_band(plan, *band, threads=cpus) for band in plan.bands]
-    else:
-        # Reads and writes dominate: bands side by side (disjoint shards; file I/O and
-        # JPEG release the GIL), one band's writes overlapping another's reads.
-        workers = max(1, min(len(plan.bands), cpus))
-        with ThreadPoolExecutor(workers, thread_name_prefix="tile-band") as pool:
-            bands = list(pool.map(lambda band: tile_band(plan, *band), plan.bands))
-    return commit_slide(plan, bands)
-
-
 __all__ = [
+    "REENCODED_CODECS",
     "RunInputs",
     "SlidePlan",
     "SlideTask",
@@ -467,5 +404,4 @@ __all__ = [
     "plan_slide",
     "split_bands",
     "tile_band",
-    "tile_slide",
 ]

@@ -3,16 +3,19 @@
 Planning (tissue detection, the grid, the empty partial store) is one Ray task
 per slide; a slide with more than ``band_tiles`` tiles is cut into shard-aligned
 bands that run on different workers; the commit records provenance and renames
-the store into place. :func:`tile_cohort` is the stage through the core runner.
+the store into place. :func:`tile_cohort` is the stage through the core runner;
+:func:`tile_slide` is one slide through the same runner, in this process.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from slideflow_core.cohort import Cohort, ProjectLayout
+from slideflow_core.slides import slide_id_from_path
 from slideflow_core.stages import (
     CohortReport,
     Plan,
@@ -21,10 +24,12 @@ from slideflow_core.stages import (
     StageDefaults,
     Unit,
     run_cohort,
+    run_plan,
 )
 from slideflow_core.store import part_state
 from tiling.config import TilingConfig
 from tiling.job import (
+    REENCODED_CODECS,
     RunInputs,
     SlidePlan,
     SlideTask,
@@ -45,7 +50,7 @@ class TileStage(StageDefaults):
     needs_slide_files: ClassVar[bool] = True
     #: Bands write disjoint shards; file reads, JPEG and Zarr I/O release the GIL.
     concurrent_units: ClassVar[bool] = True
-    #: One slide tiles here, its bands on one thread per core, without waiting for Ray.
+    #: One slide tiles here, its bands on every core (see band_plan), without waiting for Ray.
     local_slides: ClassVar[int] = 1
     Config = TilingConfig
 
@@ -70,20 +75,81 @@ class TileStage(StageDefaults):
         existing = check_existing(task, overwrite=overwrite)
         if existing is not None:
             return existing
-        planned = plan_slide(task, resource)
-        units = tuple(
-            Unit(i, stop - start, (start, stop)) for i, (start, stop) in enumerate(planned.bands)
-        )
-        return Plan(slide, units, state=planned, started=planned.started)
+        return band_plan(slide, plan_slide(task, resource))
 
     def run(self, plan: Plan, unit: Unit, resource: Any, progress: Any) -> dict[str, Any]:
-        """Read, QC and write one band of tiles."""
+        """Read, QC and write one band of tiles (on ``unit.threads`` threads)."""
         state: SlidePlan = plan.state
-        return tile_band(state, *unit.data)
+        return tile_band(state, *unit.data, threads=unit.threads)
 
     def commit(self, plan: Plan, results: Sequence[Any], resource: Any) -> SlideOutcome:
         """Record provenance and commit the store."""
         return commit_slide(plan.state, list(results))
+
+
+def band_plan(slide: SlideRef, planned: SlidePlan) -> Plan:
+    """A planned slide as the runner's :class:`~slideflow_core.stages.Plan`: one unit per band.
+
+    Bands whose tiles are decoded and re-encoded spread over every core in
+    this process (one band after another), where decoding balances block by
+    block; bands of passed-through or lossless tiles run side by side instead,
+    one thread each, so one band's writes overlap another's reads.
+    """
+    units = tuple(
+        Unit(i, stop - start, (start, stop)) for i, (start, stop) in enumerate(planned.bands)
+    )
+    spread = planned.pixels.codec in REENCODED_CODECS
+    return Plan(slide, units, state=planned, started=planned.started, spread=spread)
+
+
+def tile_slide(
+    slide: str | Path,
+    store: str | Path,
+    config: TilingConfig | None = None,
+    *,
+    mpp: float | None = None,
+    slide_id: str | None = None,
+    backend: str = "auto",
+    overwrite: bool = False,
+) -> SlideOutcome:
+    """Tile one slide into ``store`` in this process, through the same runner as a cohort.
+
+    Parameters
+    ----------
+    slide
+        Slide file.
+    store
+        Final store path (``.zarr``); built under a temporary name and renamed.
+    config
+        Tiling configuration (default :class:`TilingConfig()`: 256 px at 0.5 µm/px).
+    mpp
+        Level-0 µm/px override for uncalibrated slides.
+    slide_id
+        Identity recorded in the store (default: file name without extension).
+    backend
+        Slide reader.
+    overwrite
+        Re-tile even when a store made with another config exists.
+
+    Returns
+    -------
+    SlideOutcome
+        ``done`` or ``skipped``; errors raise (use :func:`tiling.tile_cohort` to
+        collect per-slide failures instead).
+    """
+    task = SlideTask(
+        slide_id=slide_id or slide_id_from_path(slide),
+        path=str(slide),
+        store=str(store),
+        config=config or TilingConfig(),
+        mpp=mpp,
+        backend=backend,
+    )
+    existing = check_existing(task, overwrite=overwrite)
+    if existing is not None:
+        return existing
+    slide_ref = SlideRef(task.slide_id, task.store, task.path, task.mpp)
+    return run_plan(TileStage(task.config), band_plan(slide_ref, plan_slide(task)), None, None)
 
 
 def tile_cohort(

@@ -5,7 +5,7 @@ and which store part it writes; the runner owns everything else. Stages are
 found by name through the ``sfc.stages`` entry points (:func:`create_stage`).
 """
 
-from slideflow_core.stages.executors import process_slide, run_slide
+from slideflow_core.stages.executors import process_slide, run_plan, run_slide
 from slideflow_core.stages.outcome import STATUSES, CohortReport, SlideOutcome
 from slideflow_core.stages.protocol import (
     EXECUTORS,
@@ -47,6 +47,7 @@ __all__ = [
     "process_slide",
     "resolve_slides",
     "run_cohort",
+    "run_plan",
     "run_slide",
     "stage_config",
     "stages",

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from slideflow_core.errors import SlideflowError
@@ -74,18 +75,28 @@ def run_slide(
     planned = stage.plan(slide, resource, overwrite=overwrite)
     if isinstance(planned, SlideOutcome):
         return planned
-    return _run_plan(stage, planned, resource, progress)
+    return run_plan(stage, planned, resource, progress)
 
 
-def _run_plan(
-    stage: Stage, planned: Plan, resource: Any, progress: Callable[[int], None] | None
+def run_plan(
+    stage: Stage,
+    planned: Plan,
+    resource: Any,
+    progress: Callable[[int], None] | None,
+    *,
+    cpus: int | None = None,
 ) -> SlideOutcome:
-    """Run a planned slide's units, then commit it.
+    """Run a planned slide's units on ``cpus`` cores (default: all), then commit it.
 
-    Units run one after another, or on one thread per core when the stage's
-    units may run at once (``concurrent_units``); progress is the sum over units.
+    Units of a spread plan run one after another, each given every core
+    (:attr:`Unit.threads`); others run one after another, or on one thread per
+    core when the stage's units may run at once (``concurrent_units``).
+    Progress is the sum over units.
     """
+    cpus = cpus or os.cpu_count() or 1
     units = planned.units
+    if planned.spread:
+        units = tuple(replace(unit, threads=cpus) for unit in units)
     lock = threading.Lock()
     shown = [0] * len(units)
 
@@ -100,7 +111,8 @@ def _run_plan(
         report(units[index].n_tiles)
         return result
 
-    workers = min(len(units), os.cpu_count() or 1) if stage.concurrent_units else 1
+    concurrent = stage.concurrent_units and not planned.spread
+    workers = min(len(units), cpus) if concurrent else 1
     if workers > 1:
         with ThreadPoolExecutor(workers, thread_name_prefix=f"{stage.name}-unit") as pool:
             results = list(pool.map(run, range(len(units))))
@@ -182,7 +194,7 @@ def _plan_task(stage: Stage, slide: SlideRef, resource: Any, overwrite: bool) ->
     planned = stage.plan(slide, resource, overwrite=overwrite)
     if isinstance(planned, SlideOutcome) or len(planned.units) > 1:
         return planned
-    return _run_plan(stage, planned, resource, None)
+    return run_plan(stage, planned, resource, None, cpus=1)  # the task reserved one CPU
 
 
 def _unit_task(stage: Stage, plan: Plan, unit: Unit, resource: Any) -> Any:

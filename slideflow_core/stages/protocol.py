@@ -62,11 +62,16 @@ class Unit:
         Tiles it covers (progress advances by this much when it finishes).
     data
         What the stage needs to do it (picklable).
+    threads
+        Threads it may spread its own work over: 1 (a Ray task reserves one
+        CPU), or every core when this process runs a spread plan's units one
+        after another (see :attr:`Plan.spread`).
     """
 
     index: int
     n_tiles: int
     data: Any = None
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -83,12 +88,18 @@ class Plan:
         Stage-specific planned data (picklable), given back to ``run`` and ``commit``.
     started
         When planning began (the slide's time counts from here).
+    spread
+        Its units spread their work over :attr:`Unit.threads` threads: run in
+        this process, they go one after another with every core each (no core
+        idles while the last unit finishes); otherwise units the stage allows
+        to run at once (``concurrent_units``) run side by side, one thread each.
     """
 
     slide: SlideRef
     units: tuple[Unit, ...]
     state: Any = None
     started: float = field(default_factory=time.time)
+    spread: bool = False
 
     @property
     def n_tiles(self) -> int:
