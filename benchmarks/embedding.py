@@ -20,12 +20,14 @@ own subprocess so its peak memory is its own:
   "end-to-end tiles/s" divides by the whole wall time of the call, building the
   model and Ray's start included (imports are outside every row's clock).
 
-"x floor" divides by the model alone at its best: the fastest of its batch sizes
-16, 32 and 64, or, if higher, the floor at the batch size every method uses,
-measured twice, before and after the other rows, and averaged (on a shared
-machine the load moves while the rows run, and the second floor shows by how
-much: "floor drift", after / before, also in the JSON). Rows with more actors
-than measured slides are not run (the stage would start one actor per slide).
+"x floor" divides a row by the model alone at the batch size every method uses,
+measured right before and right after that row and averaged: on a shared machine
+the load moves while rows run (a floor measured once, minutes away, moved by up to
+15 % here), so each row is paired with its own. The floor rows (batch sizes 16,
+32 and 64) are divided by the mean of every floor run, so a batch size faster than
+the one used shows above 1.00: the cost of the batch choice. The JSON keeps
+"floor_drift" (last / first floor run) and "floor_min_over_max". Rows with more
+actors than measured slides are not run (the stage would start one actor per slide).
 
 Every method uses the same batch size (``--batch-size``, default the one
 ``embed`` chooses for the model: ``Embedder.cpu_batch_size`` on a CPU).
@@ -440,13 +442,14 @@ def main(argv: list[str] | None = None) -> int:
             tile_px=args.tile_px,
             synthetic_px=8192 if args.quick else synthetic_side_px(args.tiles),
         )
-        measured = kept_tiles(project, max_tiles)
-        n_tiles = sum(len(k) for _, k in measured)
+        measured_slides = kept_tiles(project, max_tiles)
+        n_tiles = sum(len(k) for _, k in measured_slides)
         if not n_tiles:
             raise SystemExit(f"no slide in {project} has {MIN_TILES} kept tiles")
         print(f"project {project}: {n_tiles} kept tiles of {args.tile_px} px", file=sys.stderr)
         rows: list[dict[str, Any]] = []
         drift: dict[str, float] = {}
+        spread: dict[str, float] = {}
         for model in [m for item in args.models for m in item.split(",") if m]:
             batch = batches[model] = args.batch_size or default_batch(model)
             common = ["--floor-tiles", str(floor_tiles), "--batch-sizes", str(batch)]
@@ -456,29 +459,33 @@ def main(argv: list[str] | None = None) -> int:
                 common += ["--max-tiles", str(max_tiles)]
             floor_batches = ",".join(str(b) for b in sorted({16, 32, 64, batch}))
             found = measure("floor", model, project, [*common, "--batch-sizes", floor_batches])
-            found += measure("naive", model, project, common)
-            found += measure("clam", model, project, common)
-            for actors in sorted({0, 1, min(cores, len(measured))}):
-                found += measure("ours", model, project, [*common, "--actors", str(actors)])
-            after = measure("floor", model, project, common)
-            for row in after:
-                row["method"] = row["method"].replace("only", "only, after the rows")
-            found += after
-            floors = [
-                r["tiles/s"] for r in found if "floor" in r["method"] and r.get("batch") == batch
-            ]
-            fastest = max((r["tiles/s"] for r in found if "floor" in r["method"]), default=0.0)
-            # The model alone at its best: its fastest batch size, or the drift-averaged
-            # rate at the batch every method uses if that is higher.
-            best = max(float(np.mean(floors)) if floors else 0.0, fastest)
-            if len(floors) == 2:
-                drift[model] = floors[1] / floors[0]
-                print(f"{model}: floor drift (after / before) {drift[model]:.2f}", file=sys.stderr)
+            # Every row is divided by the model alone at the same batch size, measured
+            # right before and right after it: the machine's load moves while rows run.
+            floors = [r["tiles/s"] for r in found if r.get("batch") == batch]
+            measured = [("naive", common), ("clam", common)]
+            for actors in sorted({0, 1, min(cores, len(measured_slides))}):
+                measured.append(("ours", [*common, "--actors", str(actors)]))
+            for mode, options in measured:
+                rows_of_mode = measure(mode, model, project, options)
+                after = measure("floor", model, project, common)
+                floors += [r["tiles/s"] for r in after]
+                reference = float(np.mean(floors[-2:]))
+                for row in rows_of_mode:
+                    if reference and row.get("tiles/s"):
+                        row["x floor"] = row["tiles/s"] / reference
+                    if reference and row.get("end-to-end tiles/s"):
+                        row["e2e x floor"] = row["end-to-end tiles/s"] / reference
+                found += rows_of_mode
             for row in found:
-                if best and row.get("tiles/s"):
-                    row["x floor"] = row["tiles/s"] / best
-                if best and row.get("end-to-end tiles/s"):
-                    row["e2e x floor"] = row["end-to-end tiles/s"] / best
+                if "floor" in row["method"] and row.get("tiles/s") and floors:
+                    row["x floor"] = row["tiles/s"] / float(np.mean(floors))
+            drift[model] = floors[-1] / floors[0] if floors and floors[0] else 0.0
+            spread[model] = (min(floors) / max(floors)) if floors else 0.0
+            print(
+                f"{model}: model alone at batch {batch}, measured {len(floors)} times between "
+                f"the rows: {min(floors):.1f}-{max(floors):.1f} tiles/s",
+                file=sys.stderr,
+            )
             rows += found
             print_table(found, COLUMNS)
             print(file=sys.stderr)
@@ -493,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": batches,
             "tiles": n_tiles,
             "floor_drift": drift,
+            "floor_min_over_max": spread,
             "mpp": args.mpp,
             "tile_px": args.tile_px,
             "rows": rows,

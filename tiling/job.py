@@ -38,8 +38,6 @@ from tiling.store import PART, BandWriter, create_tile_store, finish_tile_store,
 from tiling.tissue import detect_tissue
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}  # anything else is read as a slide
-#: Codecs whose tiles are decoded and re-encoded here (on the reader's threads).
-REENCODED_CODECS = ("jpeg",)
 #: Simplification tolerance for stored tissue outlines, in detection-mask pixels.
 _OUTLINE_TOLERANCE_MASK_PX = 1.0
 
@@ -394,7 +392,6 @@ def commit_slide(plan: SlidePlan, bands: list[dict[str, Any]]) -> SlideOutcome:
 
 
 __all__ = [
-    "REENCODED_CODECS",
     "RunInputs",
     "SlidePlan",
     "SlideTask",

@@ -41,6 +41,8 @@ _NO_INDICES = np.zeros(0, np.int64)
 COORDINATES_ONLY = "coordinates-only"
 #: Codecs whose stored pixels equal the slide's (passed through or lossless).
 EXACT_CODECS = ("jpeg-passthrough", "zstd", "lz4", "none")
+#: Codecs whose tiles are decoded and re-encoded in the band, on its reader's threads.
+REENCODED_CODECS = ("jpeg",)
 
 
 class CodecError(SlideflowError):

@@ -29,7 +29,6 @@ from slideflow_core.stages import (
 from slideflow_core.store import part_state
 from tiling.config import TilingConfig
 from tiling.job import (
-    REENCODED_CODECS,
     RunInputs,
     SlidePlan,
     SlideTask,
@@ -38,6 +37,7 @@ from tiling.job import (
     plan_slide,
     tile_band,
 )
+from tiling.pixels import REENCODED_CODECS
 from tiling.store import PART
 
 
