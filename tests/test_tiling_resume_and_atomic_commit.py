@@ -57,13 +57,12 @@ def test_bands_read_on_several_threads_store_what_one_thread_stores(codec, cmu_s
     assert one.info["codec"] == codec
     np.testing.assert_array_equal(one.dask().compute(), three.dask().compute())
     assert one.qc().equals(three.qc())
-    if codec != "jpeg":
-        return  # zarrs may lay a lossless shard's chunks out in another order
-    tiles = {t: tmp_path / f"t{t}.zarr" / "tiles" for t in (1, 3)}
-    shards = sorted(p.relative_to(tiles[1]) for p in tiles[1].rglob("*") if p.is_file())
-    assert len(shards) > 2
-    for shard in shards:  # the same encoded bytes, file for file
-        assert (tiles[1] / shard).read_bytes() == (tiles[3] / shard).read_bytes()
+    if codec == "jpeg":  # shards we lay out ourselves (zarrs may order lossless ones freely)
+        tiles = {t: tmp_path / f"t{t}.zarr" / "tiles" for t in (1, 3)}
+        shards = sorted(p.relative_to(tiles[1]) for p in tiles[1].rglob("*") if p.is_file())
+        assert len(shards) > 2
+        for shard in shards:  # the same encoded bytes, file for file
+            assert (tiles[1] / shard).read_bytes() == (tiles[3] / shard).read_bytes()
 
 
 def test_a_complete_compatible_store_is_skipped(cmu_svs, tmp_path):
