@@ -135,6 +135,51 @@ def test_ray_executors_give_the_same_outcomes(ray_session, tmp_path, executor):
     assert report.info["executor"].startswith("Ray tasks" if executor == "tasks" else "2 x CPU")
 
 
+def _task_recording_stage() -> Any:
+    """A stage whose commit records the Ray task that planned its slide and those that ran
+    its units. Defined in a function so Ray pickles it by value."""
+
+    def task_id() -> str:
+        import ray
+
+        return ray.get_runtime_context().get_task_id()
+
+    class Tasks(StageDefaults):
+        name: ClassVar[str] = "tasks"
+        executor: ClassVar[str] = "tasks"
+
+        def part(self) -> str:
+            return "tasks"
+
+        def plan(self, slide: SlideRef, resource: Any, *, overwrite: bool) -> Plan:
+            units = tuple(Unit(i, 1) for i in range(3))
+            return Plan(slide, units, state=task_id())
+
+        def run(self, plan: Plan, unit: Unit, resource: Any, progress: Any) -> str:
+            return task_id()
+
+        def commit(self, plan: Plan, results: Any, resource: Any) -> SlideOutcome:
+            details = {"plan": plan.state, "units": list(results)}
+            return SlideOutcome(plan.slide.slide_id, "done", plan.slide.store, 3, details=details)
+
+    return Tasks()
+
+
+@pytest.mark.integration
+def test_ray_tasks_run_a_slides_units_in_its_plan_task_until_the_last_slides(ray_session, tmp_path):
+    ids = [f"s{i}" for i in range(6)]
+    for slide_id in ids:
+        (tmp_path / "stores" / f"{slide_id}.zarr").mkdir(parents=True)
+    report = run_cohort(_task_recording_stage(), tmp_path, executor="tasks", progress=False)
+    assert [r.status for r in report.results] == ["done"] * 6
+    whole = [r.slide_id for r in report.results if set(r.details["units"]) == {r.details["plan"]}]
+    split = [r.slide_id for r in report.results if r.details["plan"] not in r.details["units"]]
+    # Two CPUs: while two or more slides wait, a slide is one task; the last two spread.
+    assert sorted(whole) == ids[:4] and sorted(split) == ids[4:]
+    units = [u for r in report.results if r.slide_id in split for u in r.details["units"]]
+    assert len(set(units)) == len(units)  # one task per unit
+
+
 def test_unknown_slides_and_executors_fail_clearly(tmp_path):
     project = _project(tmp_path)
     report = run_cohort(_toy_stage(1), project, ["a", "missing", "../x"], progress=False)

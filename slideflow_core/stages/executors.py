@@ -189,10 +189,11 @@ def run_local(
 
 
 # -- Ray tasks ------------------------------------------------------------------------------
-def _plan_task(stage: Stage, slide: SlideRef, resource: Any, overwrite: bool) -> Any:
-    """Plan a slide; a slide of one unit (or none left) is also run and committed here."""
+def _plan_task(stage: Stage, slide: SlideRef, resource: Any, overwrite: bool, whole: bool) -> Any:
+    """Plan a slide; a slide of one unit (or none left), or any if ``whole``, is also run and
+    committed here."""
     planned = stage.plan(slide, resource, overwrite=overwrite)
-    if isinstance(planned, SlideOutcome) or len(planned.units) > 1:
+    if isinstance(planned, SlideOutcome) or (len(planned.units) > 1 and not whole):
         return planned
     return run_plan(stage, planned, resource, None, cpus=1)  # the task reserved one CPU
 
@@ -226,7 +227,9 @@ def run_tasks(
     max_in_flight: int | None = None,
     **_: Any,
 ) -> None:
-    """One Ray task per plan, per unit and per commit, a bounded number in flight.
+    """Ray tasks, a bounded number in flight: one per slide while at least as many slides
+    wait as the cluster has CPUs, then one per plan, per unit and per commit, so the last
+    slides spread over every CPU.
 
     Units of planned slides go before new slides, so a slide finishes (and frees
     its memory and scratch space) before many others start.
@@ -257,7 +260,11 @@ def run_tasks(
                 continue
             slide = todo.popleft()
             began[slide.slide_id] = time.time()
-            pending[remote["plan"].remote(stage, slide, shared, overwrite)] = ("plan", slide, None)
+            # While enough slides wait to keep every CPU busy, a slide's units run in its
+            # plan task: no copy of the plan per unit, two task round trips instead of N + 2.
+            whole = len(todo) >= cpus
+            ref = remote["plan"].remote(stage, slide, shared, overwrite, whole)
+            pending[ref] = ("plan", slide, None)
 
     submit()
     while pending:
