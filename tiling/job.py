@@ -2,7 +2,7 @@
 
 These are plain functions on small frozen records, so the same code runs in
 one process (:func:`tiling.stage.tile_slide`) or as Ray tasks (:mod:`tiling.stage`),
-where a large slide's bands run on different workers.
+where the bands of a cohort's last slides run on different workers.
 """
 
 from __future__ import annotations

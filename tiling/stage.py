@@ -2,8 +2,9 @@
 
 Planning (tissue detection, the grid, the empty partial store) is one Ray task
 per slide; a slide with more than ``band_tiles`` tiles is cut into shard-aligned
-bands that run on different workers; the commit records provenance and renames
-the store into place. :func:`tile_cohort` is the stage through the core runner;
+bands, which run in that task while many slides wait and on different workers for
+the last slides of a cohort; the commit records provenance and renames the store
+into place. :func:`tile_cohort` is the stage through the core runner;
 :func:`tile_slide` is one slide through the same runner, in this process.
 """
 
