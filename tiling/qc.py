@@ -67,9 +67,9 @@ def _hsv_channels(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pixels = rgb.reshape(-1, width, 3)
     # Into arrays of ours: planes cv2.split allocates itself cost 10x more on large images.
     planes = np.empty((3, *pixels.shape[:2]), np.uint8)
-    cv2.split(cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV), list(planes))
+    hue, saturation, value = cv2.split(cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV), list(planes))
     shape = rgb.shape[:-1]
-    return planes[0].reshape(shape), planes[1].reshape(shape), planes[2].reshape(shape)
+    return hue.reshape(shape), saturation.reshape(shape), value.reshape(shape)
 
 
 def _background(saturation: np.ndarray, value: np.ndarray) -> np.ndarray:
