@@ -626,11 +626,11 @@ def bench_slide(
         job = {**base, **extra}
         if job.pop("no_resize", False):
             job["tile_px"] = job["read_px"]
-        result = _median_run([measure(job) for _ in range(args.repeat)])
+        result = _median_run(job, args.repeat)
         rows.append(_row(label, name, result, grid["read_px"]))
         print(f"  {name}: {_summary(rows[-1])}", flush=True)
     if args.hs2p_python:
-        result = _median_run([measure(base, python=args.hs2p_python) for _ in range(args.repeat)])
+        result = _median_run(base, args.repeat, python=args.hs2p_python)
         rows.append(_row(label, "hs2p: supertiles, openslide", result, grid["read_px"]))
     else:
         rows.append(_row(label, "hs2p", {"skipped": "not run (pass --hs2p-python)"}, 0))
@@ -639,9 +639,10 @@ def bench_slide(
     return rows
 
 
-def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median of a measurement's runs (of an even count, the faster middle one), with
-    every run's seconds (``runs_s``)."""
+def _median_run(job: dict[str, Any], repeat: int, python: str | None = None) -> dict[str, Any]:
+    """``job`` measured ``repeat`` times: the median run (of an even count, the faster middle
+    one), with every run's seconds (``runs_s``)."""
+    results = [measure(job, python=python) for _ in range(repeat)]
     timed = sorted((r for r in results if "skipped" not in r), key=lambda r: r["seconds"])
     if not timed:
         return results[0]
